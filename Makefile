@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine (Python 3.11 present, nothing else):
+#   make run   - create .venv, install, run the whole pipeline (`dvc repro`) on the embedded data
+#   make test  - create .venv, install, run the tests, then the default `dvc repro` and the metric gate
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install run test unit bench
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/dvc repro
+
+unit: install
+	$(BIN)/pytest -q
+
+test: install
+	$(BIN)/pytest -q
+	$(BIN)/dvc repro
+	$(BIN)/python -m facegen.ci.metric_gate
+
+bench: install
+	$(BIN)/python -m benchmarks

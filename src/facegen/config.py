@@ -1,0 +1,355 @@
+"""Typed view of params.yaml.
+
+params.yaml is the only source of truth. It is parsed once into frozen dataclasses, and every
+problem (unknown key, wrong type, out-of-range value) is reported *before* any work starts, with the
+dotted key in the message, so a typo never silently falls back to a default.
+
+Range rules live next to the field (``field(metadata=...)``) so a reader sees the default and the
+allowed values in one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from facegen.errors import ConfigError
+
+CELEBA_ATTRIBUTES: tuple[str, ...] = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
+    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
+    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
+    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
+    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
+    "Wearing_Necktie", "Young",
+)
+
+
+def rng(*, gt: float | None = None, ge: float | None = None, le: float | None = None,
+        lt: float | None = None) -> dict[str, float | None]:
+    """Field metadata describing the allowed numeric range."""
+    return {"gt": gt, "ge": ge, "le": le, "lt": lt}
+
+
+def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if not isinstance(v, (int, float)):
+            continue
+        if meta.get("gt") is not None and not v > meta["gt"]:
+            raise ConfigError(f"params.yaml: {key} must be > {meta['gt']}, got {value!r}")
+        if meta.get("ge") is not None and not v >= meta["ge"]:
+            raise ConfigError(f"params.yaml: {key} must be >= {meta['ge']}, got {value!r}")
+        if meta.get("le") is not None and not v <= meta["le"]:
+            raise ConfigError(f"params.yaml: {key} must be <= {meta['le']}, got {value!r}")
+        if meta.get("lt") is not None and not v < meta["lt"]:
+            raise ConfigError(f"params.yaml: {key} must be < {meta['lt']}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how tensors are computed. ``auto`` choices are resolved in runtime.py."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    threads: int = field(default=0, metadata=rng(ge=0))  # 0 = all cores
+    channels_last: bool = True
+    deterministic: bool = True
+    # Resumable training state lives here, outside DVC outs (dvc deletes outs before a rerun).
+    state_dir: str = ".facegen_state"
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    num_images: int = field(default=12000, metadata=rng(ge=30))
+    split_fractions: tuple[float, float, float] = field(default=(0.8, 0.1, 0.1), metadata=rng(gt=0, lt=1))
+    jpeg_quality: int = field(default=90, metadata=rng(ge=50, le=100))
+
+    def __post_init__(self) -> None:
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6:
+            raise ConfigError(f"params.yaml: data.synthetic.split_fractions must sum to 1, got {self.split_fractions}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["synthetic", "celeba"] = "synthetic"
+    root: str = "data/synthetic"
+    image_size: int = field(default=64, metadata=rng(ge=16, le=256))
+    max_images: int = field(default=0, metadata=rng(ge=0))
+    max_corrupt_fraction: float = field(default=0.01, metadata=rng(ge=0, le=1))
+    attributes: tuple[str, ...] = ("Smiling", "Male", "Eyeglasses", "Blond_Hair", "Black_Hair",
+                                   "Wearing_Hat", "Mouth_Slightly_Open", "Bangs")
+    workers: int = field(default=2, metadata=rng(ge=1))
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    def __post_init__(self) -> None:
+        s = self.image_size
+        if s & (s - 1):
+            raise ConfigError(f"params.yaml: data.image_size must be a power of 2 (16..256), got {s}")
+        unknown = [a for a in self.attributes if a not in CELEBA_ATTRIBUTES]
+        if unknown:
+            raise ConfigError(f"params.yaml: data.attributes has {unknown}, not CelebA attribute names "
+                              f"(valid: {', '.join(CELEBA_ATTRIBUTES)})")
+        if not self.attributes:
+            raise ConfigError("params.yaml: data.attributes must name at least one attribute")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation knobs shared by every trainable family (one loop, one schema)."""
+
+    epochs: int = field(default=10, metadata=rng(ge=1))
+    batch_size: int = field(default=64, metadata=rng(ge=1))
+    lr: float = field(default=1e-3, metadata=rng(gt=0))
+    max_steps_per_epoch: int = field(default=0, metadata=rng(ge=0))  # 0 = full epoch
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """VAE and β-VAE: one architecture, β only weights the KL term (β=1 is the plain VAE)."""
+
+    latent_dim: int = field(default=128, metadata=rng(ge=1))
+    widths: tuple[int, ...] = field(default=(32, 64, 128, 256), metadata=rng(ge=1))
+    beta: float = field(default=1.0, metadata=rng(ge=0))
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self) -> None:
+        if not self.widths:
+            raise ConfigError("params.yaml: models.<vae>.widths must list at least one width")
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    num_hiddens: int = field(default=128, metadata=rng(ge=1))
+    num_residual_hiddens: int = field(default=32, metadata=rng(ge=1))
+    num_residual_layers: int = field(default=2, metadata=rng(ge=0))
+    num_embeddings: int = field(default=512, metadata=rng(ge=2))
+    embedding_dim: int = field(default=64, metadata=rng(ge=1))
+    commitment_cost: float = field(default=0.25, metadata=rng(ge=0))
+    ema: bool = True
+    ema_decay: float = field(default=0.99, metadata=rng(gt=0, lt=1))
+    ema_epsilon: float = field(default=1e-5, metadata=rng(gt=0))
+    restart_dead_codes: bool = True
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class DCGANConfig:
+    nz: int = field(default=100, metadata=rng(ge=1))
+    ngf: int = field(default=64, metadata=rng(ge=1))
+    ndf: int = field(default=64, metadata=rng(ge=1))
+    loss: Literal["bce", "hinge"] = "bce"
+    spectral_norm: bool = False
+    ema_decay: float = field(default=0.999, metadata=rng(ge=0, lt=1))  # 0 disables the EMA generator
+    beta1: float = field(default=0.5, metadata=rng(ge=0, lt=1))
+    # GAN inversion (encode = latent optimisation): Adam steps per restart, random restarts, step size.
+    inversion_steps: int = field(default=200, metadata=rng(ge=1))
+    inversion_restarts: int = field(default=4, metadata=rng(ge=1))
+    inversion_lr: float = field(default=0.05, metadata=rng(gt=0))
+    train: TrainConfig = TrainConfig(lr=2e-4)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    arch: Literal["gated", "masked"] = "gated"
+    hidden: int = field(default=64, metadata=rng(ge=1))
+    layers: int = field(default=8, metadata=rng(ge=1))
+    conditional: bool = True
+    temperature: float = field(default=1.0, metadata=rng(gt=0))
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    width: int = field(default=32, metadata=rng(ge=1))
+    train: TrainConfig = TrainConfig(epochs=3)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    num_samples: int = field(default=1000, metadata=rng(ge=16))
+    batch_size: int = field(default=128, metadata=rng(ge=1))
+    grid_size: int = field(default=8, metadata=rng(ge=2))
+    edit_scales: tuple[float, ...] = (-1.0, 0.0, 1.0, 2.0, 3.0)  # multiples of a mean-difference vector
+    boundary_edit_scales: tuple[float, ...] = (-3.0, -1.5, 0.0, 1.5, 3.0)  # steps along a unit boundary normal
+    interpolation_steps: int = field(default=10, metadata=rng(ge=2))
+    traversal_dims: int = field(default=8, metadata=rng(ge=1))
+    traversal_range: float = field(default=3.0, metadata=rng(gt=0))
+    active_dim_threshold: float = field(default=0.01, metadata=rng(gt=0))
+    num_inversions: int = field(default=64, metadata=rng(ge=1))  # test faces reconstructed by GAN inversion
+    nll_importance_samples: int = field(default=64, metadata=rng(ge=1))
+    inception_weights: str = ""  # path to pt_inception-2015-12-05 weights; empty = skip Inception FID
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "facegen"
+
+
+# Which config class each trainable family reads from ``models.<family>``.
+MODEL_CONFIGS: dict[str, type] = {
+    "vae": VAEConfig,
+    "beta_vae": VAEConfig,
+    "vqvae": VQVAEConfig,
+    "dcgan": DCGANConfig,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 1234
+    runtime: RuntimeConfig = RuntimeConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    data: DataConfig = DataConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    models: dict[str, Any] = field(default_factory=dict)
+    prior: PriorConfig = PriorConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    def model(self, family: str) -> Any:
+        """The typed config of one family; a clear error for families params.yaml lacks."""
+        if family not in self.models:
+            raise ConfigError(f"params.yaml: models.{family} is missing (families: {sorted(self.models)})")
+        return self.models[family]
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing
+# ----------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert YAML lists to tuples."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"params.yaml: {key} must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params.yaml: {key} must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"params.yaml: {key} must have {len(args)} items, got {len(value)}")
+        return tuple(_coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+    if origin in (types.UnionType, typing.Union):
+        raise TypeError(f"union annotations are not supported in config ({key})")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"params.yaml: {key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"params.yaml: {key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"params.yaml: {key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"params.yaml: {key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {_type_name(tp)} for {key}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params.yaml: {prefix or 'top level'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"params.yaml: unknown key {where}{unknown[0]} (allowed: {', '.join(sorted(fields))})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if cls is Params and name == "models":
+            kwargs[name] = _build_models(value)
+            continue
+        kwargs[name] = _coerce(key, hints[name], value)
+        _check_range(key, kwargs[name], fields[name].metadata)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        # __post_init__ messages name the generic section; make them name this one.
+        raise ConfigError(str(err).replace("models.<vae>", prefix)) from None
+
+
+def _build_models(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"params.yaml: models must be a mapping of family -> settings, got {data!r}")
+    unknown = sorted(set(data) - set(MODEL_CONFIGS))
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown model family models.{unknown[0]} "
+                          f"(known: {', '.join(MODEL_CONFIGS)})")
+    return {name: _build(MODEL_CONFIGS[name], section, f"models.{name}") for name, section in data.items()}
+
+
+def parse_params(data: dict[str, Any]) -> Params:
+    """Validate a params mapping (as read from YAML) into typed, frozen config."""
+    return _build(Params, data, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run from the repository root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_params(data or {})
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain (JSON/YAML-able) form of a config: used for checkpoints and MLflow params."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, tuple):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Rebuild a section dataclass from its plain form (e.g. stored inside a checkpoint)."""
+    return _build(cls, data, prefix)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``: MLflow params are flat strings."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data}
+
+
+def params_hash(*sections: Any) -> str:
+    """Short stable hash of config sections: tags MLflow runs and keys resumable state."""
+    blob = json.dumps([to_dict(s) for s in sections], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

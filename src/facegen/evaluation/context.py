@@ -1,0 +1,41 @@
+"""What every analysis receives: the trained model, the data, where to write, and the settings.
+
+Analyses are plain functions ``(ctx) -> dict[str, float]`` that write figures under
+``ctx.out_dir`` and return flat metrics; evaluation runs the ones whose capability the family
+declares, so no analysis ever branches on a family name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facegen.config import EvaluateConfig
+from facegen.data.dataset import FaceSplit
+from facegen.models.base import GenerativeModel
+from facegen.runtime import Runtime
+
+
+@dataclass
+class EvalContext:
+    model: GenerativeModel
+    family: str
+    train: FaceSplit
+    test: FaceSplit
+    cfg: EvaluateConfig
+    rt: Runtime
+    seed: int
+    out_dir: Path
+    classifier: Any = None  # trained attribute classifier (models/classifier) when available
+    notes: list[str] = field(default_factory=list)  # human-readable remarks for the report
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh generator per analysis: adding an analysis never shifts another's random draws."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+    def test_images(self, n: int) -> torch.Tensor:
+        """The first ``n`` test images, as a float batch on the device (same faces for every family)."""
+        idx = torch.arange(min(n, len(self.test)))
+        return self.test.batch(idx, self.rt.device, self.rt.channels_last).images

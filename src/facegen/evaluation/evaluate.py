@@ -1,0 +1,71 @@
+"""The ``evaluate@<family>`` stage: figures under reports/<family>/ and metrics/<family>.json.
+
+Runs every analysis whose capability the family declares (see analyses.ANALYSES), then the
+family's own ``family_analyses``; records which were skipped so the report can say so.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from facegen import paths
+from facegen.config import Params, params_hash, to_dict
+from facegen.data.dataset import load_split
+from facegen.evaluation.analyses import ANALYSES
+from facegen.evaluation.context import EvalContext
+from facegen.reporting.plots import plot_training_curves
+from facegen.runtime import seed_everything, setup_runtime
+from facegen.tracking import start_run
+from facegen.training.checkpoint import load_model
+
+log = logging.getLogger(__name__)
+CLASSIFIER_FILE = paths.MODELS / "classifier" / "model.pt"
+
+
+def write_json(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def load_classifier(device: torch.device):  # noqa: ANN201 - returns AttributeClassifier or None
+    if not CLASSIFIER_FILE.is_file():
+        return None
+    from facegen.models.classifier import load_classifier as load
+
+    return load(CLASSIFIER_FILE, device)
+
+
+def evaluate_family(params: Params, family: str) -> dict[str, float]:
+    rt = setup_runtime(params.runtime)
+    seed_everything(params.seed)
+    model = load_model(paths.model_file(family), rt.device)
+    model.load_companions(paths.MODELS)
+    attrs = params.data.attributes
+    ctx = EvalContext(model=model, family=family, train=load_split(paths.PREPARED, "train", attrs),
+                      test=load_split(paths.PREPARED, "test", attrs), cfg=params.evaluate, rt=rt,
+                      seed=params.seed, out_dir=paths.report_dir(family), classifier=load_classifier(rt.device))
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, float] = {"num_parameters": float(sum(p.numel() for p in model.parameters()))}
+    digest = params_hash(params.seed, params.evaluate, model.cfg)
+    with start_run("evaluate", family, {"seed": params.seed, "evaluate": to_dict(params.evaluate)}, digest,
+                   params.tracking.experiment) as tracker:
+        for capability, analysis in ANALYSES:
+            if capability is None or capability in model.capabilities:
+                log.info("%s: %s", family, analysis.__name__)
+                metrics.update(analysis(ctx))
+            else:
+                ctx.notes.append(f"{analysis.__name__} skipped: {family} declares no '{capability}' capability.")
+        metrics.update(model.family_analyses(ctx))
+        if paths.train_log(family).is_file():
+            plot_training_curves(paths.train_log(family), ctx.out_dir / "training_curves.png", f"{family} training")
+        write_json(ctx.notes, ctx.out_dir / "notes.json")
+        write_json(metrics, paths.metrics_file(family))
+        tracker.log_metrics(metrics)
+        tracker.log_artifacts(ctx.out_dir, "reports")
+        tracker.log_artifact(paths.metrics_file(family))
+    return metrics

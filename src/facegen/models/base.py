@@ -1,0 +1,94 @@
+"""The one small interface every trainable family implements.
+
+The training loop, checkpointing, tracking, evaluation and report only talk to this surface, so
+none of them branches on a family name. A family declares what it can do in ``capabilities``
+instead of faking methods it lacks; evaluation skips what is not declared and says so.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from facegen.evaluation.context import EvalContext
+
+# Capability names, checked by evaluation / CLI before calling the matching method.
+ENCODE = "encode"            # encode(x) -> latent code usable by decode (means for VAEs)
+RECONSTRUCT = "reconstruct"  # reconstruct(x) -> images
+EDIT = "edit"                # latent arithmetic (attribute vectors, interpolation) is meaningful
+TRAVERSE = "traverse"        # per-dimension latent traversals are meaningful (continuous factorised z)
+LIKELIHOOD = "likelihood"    # nll_bits_per_dim(x, k) is defined
+
+
+@dataclass
+class Batch:
+    """A training batch: images in [0, 1] (N, 3, H, W) and binary attributes (N, A) as float."""
+
+    images: torch.Tensor
+    attrs: torch.Tensor
+
+
+class GenerativeModel(nn.Module, ABC):
+    """Base class for VAE, β-VAE, VQ-VAE and DCGAN systems."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # How attribute directions are found for EDIT: "mean_difference" of encoded real faces with and
+    # without the attribute (needs an amortised encoder), or "classifier_boundary": a linear boundary
+    # fitted on prior samples labelled by the attribute classifier (InterFaceGAN, for GANs).
+    edit_directions: ClassVar[str] = "mean_difference"
+    # "encoder" or "inversion" (latent optimisation): the report labels GAN reconstructions as such.
+    reconstruction_method: ClassVar[str] = "encoder"
+
+    def __init__(self, family: str, cfg: Any, image_size: int) -> None:
+        super().__init__()
+        self.family = family
+        self.cfg = cfg
+        self.image_size = image_size
+
+    @abstractmethod
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers by name; the checkpoint stores each one's state under that name."""
+
+    @abstractmethod
+    def train_step(self, batch: Batch, opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """One optimisation step (a GAN does D and G here). Returns detached scalar tensors.
+
+        Returning tensors, not floats, lets the loop average them without a host sync per step.
+        """
+
+    def val_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Validation losses for one batch (under no_grad); families without one return {}."""
+        return {}
+
+    def epoch_end(self, epoch: int) -> dict[str, torch.Tensor]:
+        """Hook after each epoch; may return named image batches in [0, 1] to log (e.g. fixed-noise grids)."""
+        return {}
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator, attrs: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` new images in [0, 1]. ``attrs`` conditions families that support it; others ignore it."""
+
+    def latent_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Draw ``n`` latents from the prior that ``decode`` expects (start points for GAN-style edits)."""
+        raise NotImplementedError(f"{self.family} has no continuous latent prior")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.family} declares no '{ENCODE}' capability")
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.family} has no decoder")
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def load_companions(self, models_root: Path) -> None:
+        """Load models trained by later stages that this family needs to sample (VQ-VAE's prior)."""
+
+    def family_analyses(self, ctx: EvalContext) -> dict[str, float]:
+        """Family-specific figures and metrics (codebook usage, GAN diversity...); default none."""
+        return {}

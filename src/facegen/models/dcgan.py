@@ -1,0 +1,272 @@
+"""DCGAN family: the notebook's generator/discriminator, a choice of loss, spectral norm and an EMA G.
+
+Architecture, as in the notebook: G maps z (nz) through a 4x4 transposed conv to a 4x4 map, then
+stride-2 transposed convs (BatchNorm, ReLU) that halve the width while doubling the resolution,
+ending in tanh; D mirrors it with stride-2 convs (BatchNorm except on the first layer, LeakyReLU
+0.2) down to 4x4 and a 4x4 conv to one score. Layer counts follow ``image_size`` (any power of two
+>= 8), so 64x64 is exactly the notebook's layout; weights start from N(0, 0.02) as there.
+
+Differences from the notebook, all behaviour-preserving or optional:
+* D returns a logit and BCE is computed with ``binary_cross_entropy_with_logits``: the same loss as
+  ``BCELoss(sigmoid(.))`` with one fused, numerically safe op.
+* ``loss: hinge`` (D: relu(1 - D(x)) + relu(1 + D(G(z))), G: -D(G(z))) and ``spectral_norm`` in D
+  are options. With spectral norm D drops BatchNorm (as in SN-GAN): the Lipschitz bound is the
+  point of SN, and BatchNorm would undo it.
+* An exponential moving average of G's weights (``ema_decay``; 0 disables) is what samples,
+  decodes and gets evaluated: averaging over the last ~1/(1-decay) steps smooths the oscillation of
+  adversarial training. Its BatchNorm running statistics are re-estimated for its own weights at
+  every epoch end (the raw G's statistics belong to different weights).
+* Real images arrive in [0, 1] and are mapped to tanh's [-1, 1] for D; G's output is mapped back
+  to [0, 1] for every public method.
+
+The GAN has no encoder: ``encode`` inverts G by latent optimisation (latent/inversion.py), so
+reconstructions are labelled as inversions, and attribute edits use classifier boundaries fitted
+on samples (latent/boundaries.py) instead of encoded mean differences.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from facegen.config import DCGANConfig
+from facegen.latent.inversion import invert
+from facegen.models.base import EDIT, ENCODE, RECONSTRUCT, Batch, GenerativeModel
+from facegen.runtime import eval_mode
+
+if TYPE_CHECKING:
+    from facegen.evaluation.context import EvalContext
+
+FIXED_NOISE = 64        # images in the per-epoch fixed-noise grid
+CALIBRATION_BATCHES = 16  # batches of prior z used to re-estimate the EMA G's BatchNorm statistics
+INVERSION_SEED = 0      # encode(x) must be a deterministic function of x: fixed restart draws
+DIVERSITY_SAMPLES = 500  # images per side in the diversity analysis (pairwise distances: O(n^2))
+
+
+def _num_stride2(image_size: int) -> int:
+    """Stride-2 layers between the 4x4 map and ``image_size`` (4 for the notebook's 64x64)."""
+    n = int(math.log2(image_size)) - 2
+    if image_size < 8 or 4 * 2 ** n != image_size:
+        raise ValueError(f"DCGAN needs a power-of-two image_size >= 8, got {image_size}")
+    return n
+
+
+def init_weights(m: nn.Module) -> None:
+    """The notebook's ``weights_init``: conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def generator_net(nz: int, ngf: int, image_size: int) -> nn.Sequential:
+    n = _num_stride2(image_size)
+    width = ngf * 2 ** (n - 1)
+    layers: list[nn.Module] = [nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width),
+                               nn.ReLU(inplace=True)]
+    for _ in range(n - 1):
+        layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
+                   nn.ReLU(inplace=True)]
+        width //= 2
+    layers += [nn.ConvTranspose2d(width, 3, 4, 2, 1, bias=False), nn.Tanh()]
+    net = nn.Sequential(*layers)
+    net.apply(init_weights)
+    return net
+
+
+def discriminator_net(ndf: int, image_size: int, use_spectral_norm: bool) -> nn.Sequential:
+    n = _num_stride2(image_size)
+    wrap = spectral_norm if use_spectral_norm else (lambda m: m)
+    layers: list[nn.Module] = [nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+    width = ndf
+    for _ in range(n - 1):
+        layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=False))
+        if not use_spectral_norm:
+            layers.append(nn.BatchNorm2d(width * 2))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+        width *= 2
+    layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=False))  # logit; the loss applies the sigmoid
+    net = nn.Sequential(*layers)
+    net.apply(init_weights)
+    for i, m in enumerate(net):
+        if isinstance(m, nn.Conv2d):
+            net[i] = wrap(m)
+    return net
+
+
+class DCGAN(GenerativeModel):
+    capabilities: ClassVar[frozenset[str]] = frozenset({ENCODE, RECONSTRUCT, EDIT})
+    edit_directions: ClassVar[str] = "classifier_boundary"
+    reconstruction_method: ClassVar[str] = "inversion"
+
+    def __init__(self, family: str, cfg: DCGANConfig, image_size: int) -> None:
+        super().__init__(family, cfg, image_size)
+        self.g = generator_net(cfg.nz, cfg.ngf, image_size)
+        self.d = discriminator_net(cfg.ndf, image_size, cfg.spectral_norm)
+        self.g_ema = copy.deepcopy(self.g).requires_grad_(False).eval() if cfg.ema_decay > 0 else None
+        # A buffer, so the grid shows the same z across epochs *and* across a resumed run.
+        self.register_buffer("fixed_noise", torch.randn(FIXED_NOISE, cfg.nz))
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for everything but training: the EMA copy when enabled."""
+        return self.g_ema if self.g_ema is not None else self.g
+
+    def train(self, mode: bool = True) -> DCGAN:
+        super().train(mode)
+        if self.g_ema is not None:
+            self.g_ema.eval()  # never trained, never updates its statistics from a batch
+        return self
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        lr, betas = self.cfg.train.lr, (self.cfg.beta1, 0.999)
+        return {"d": torch.optim.Adam(self.d.parameters(), lr=lr, betas=betas),
+                "g": torch.optim.Adam(self.g.parameters(), lr=lr, betas=betas)}
+
+    # -- latent space ---------------------------------------------------------------------------
+    def latent_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.cfg.nz, generator=generator).to(self.fixed_noise.device)
+
+    def _generate(self, net: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """G's raw tanh output in [-1, 1]."""
+        return net(z.view(z.shape[0], self.cfg.nz, 1, 1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return (self._generate(self.sampler, z) + 1) / 2
+
+    def sample(self, n: int, generator: torch.Generator, attrs: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.latent_prior(n, generator))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """GAN inversion: the z whose decoding best matches ``x`` in pixel MSE (not an encoder)."""
+        cfg = self.cfg
+        return invert(self.decode, x, cfg.nz, steps=cfg.inversion_steps, restarts=cfg.inversion_restarts,
+                      lr=cfg.inversion_lr, rng=torch.Generator().manual_seed(INVERSION_SEED)).z
+
+    # -- training -------------------------------------------------------------------------------
+    def _d_losses(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        if self.cfg.loss == "hinge":
+            return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+
+    def _g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        if self.cfg.loss == "hinge":
+            return -fake.mean()
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))  # non-saturating, as notebook
+
+    def train_step(self, batch: Batch, opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """The notebook's step: D on a real and a fake batch, then G against the *updated* D.
+
+        Real and fake go through D separately (not concatenated) so D's BatchNorm sees the same
+        per-batch statistics as in the notebook.
+        """
+        real = batch.images * 2 - 1
+        z = torch.randn(real.shape[0], self.cfg.nz, device=real.device)
+        fake = self._generate(self.g, z)
+
+        opts["d"].zero_grad(set_to_none=True)
+        d_real = self.d(real).flatten()
+        d_fake = self.d(fake.detach()).flatten()
+        loss_d = self._d_losses(d_real, d_fake)
+        loss_d.backward()
+        opts["d"].step()
+
+        opts["g"].zero_grad(set_to_none=True)
+        self.d.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
+        loss_g = self._g_loss(self.d(fake).flatten())
+        loss_g.backward()
+        self.d.requires_grad_(True)
+        opts["g"].step()
+        self._update_ema()
+        # D(x), D(G(z)) as probabilities (the logistic reading of D's score for either loss).
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+                "d_real": torch.sigmoid(d_real.detach()).mean(), "d_fake": torch.sigmoid(d_fake.detach()).mean()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * g, for every parameter (buffers: see calibrate)."""
+        if self.g_ema is None:
+            return
+        for e, p in zip(self.g_ema.parameters(), self.g.parameters()):
+            e.lerp_(p, 1 - self.cfg.ema_decay)
+
+    @torch.no_grad()
+    def calibrate_batchnorm(self, batches: int = CALIBRATION_BATCHES, batch_size: int = 64) -> None:
+        """Re-estimate the sampler's BatchNorm running statistics from prior samples ("standing
+        statistics"): exact averages for *its* weights, from a fixed draw so it is deterministic."""
+        net, rng = self.sampler, torch.Generator().manual_seed(INVERSION_SEED)
+        bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        was_training = net.training
+        net.train()
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        for _ in range(batches):
+            self._generate(net, self.latent_prior(batch_size, rng))
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        net.train(was_training)
+
+    def epoch_end(self, epoch: int) -> dict[str, torch.Tensor]:
+        self.calibrate_batchnorm()
+        with eval_mode(self):
+            return {"fixed_noise": self.decode(self.fixed_noise)}
+
+    # -- analyses -------------------------------------------------------------------------------
+    def family_analyses(self, ctx: EvalContext) -> dict[str, float]:
+        """Mode-collapse check (diversity.png) and where the adversarial game ended (D(x), D(G(z)))."""
+        n = min(ctx.cfg.num_samples, DIVERSITY_SAMPLES, len(ctx.test))
+        real = ctx.test_images(n)
+        with eval_mode(self):
+            fake = torch.cat([self.sample(len(idx), ctx.generator(1))
+                              for idx in torch.arange(n).split(ctx.cfg.batch_size)])
+            d_real = torch.sigmoid(self.d(real * 2 - 1)).mean()
+            d_fake = torch.sigmoid(self.d(fake * 2 - 1)).mean()
+            spaces = {"pixels": (real.flatten(1), fake.flatten(1))}
+            if ctx.classifier is not None:
+                spaces["classifier features"] = (ctx.classifier.features(real), ctx.classifier.features(fake))
+            dists = {name: (_pairwise(r), _pairwise(f)) for name, (r, f) in spaces.items()}
+        metrics = {"d_real_test": float(d_real), "d_fake": float(d_fake)}
+        for name, (r, f) in dists.items():
+            key = "sample_diversity_ratio" if name == "pixels" else "sample_diversity_ratio_features"
+            metrics[key] = float(f.mean() / r.mean())
+        _plot_diversity(dists, ctx.out_dir / "diversity.png")
+        ctx.notes.append(f"DCGAN sample diversity: mean pairwise pixel distance of samples is "
+                         f"{metrics['sample_diversity_ratio']:.2f}x that of real test images "
+                         "(well below 1 flags mode collapse).")
+        return metrics
+
+
+def _pairwise(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between all distinct pairs of rows (upper triangle), on the CPU."""
+    x = x.float().cpu()
+    i, j = torch.triu_indices(len(x), len(x), offset=1)
+    return torch.cdist(x, x)[i, j]
+
+
+def _plot_diversity(dists: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path) -> None:
+    from facegen.reporting.grids import plt  # headless pyplot, imported only when evaluating
+
+    fig, axes = plt.subplots(1, len(dists), figsize=(5 * len(dists), 3.6), squeeze=False)
+    for ax, (name, (r, f)) in zip(axes[0], dists.items()):
+        bins = torch.linspace(0, float(torch.cat([r, f]).max()), 60).numpy()
+        ax.hist(r.numpy(), bins=bins, alpha=0.55, density=True, label="real test pairs")
+        ax.hist(f.numpy(), bins=bins, alpha=0.55, density=True, label="sample pairs")
+        ax.set_title(f"{name}: samples/real mean distance = {float(f.mean() / r.mean()):.2f}", fontsize=9)
+        ax.set_xlabel("pairwise Euclidean distance")
+        ax.legend(fontsize=8)
+    fig.suptitle("DCGAN sample diversity (a sample histogram shifted left of the real one flags mode collapse)",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

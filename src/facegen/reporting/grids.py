@@ -1,0 +1,60 @@
+"""Image grids: plain PNG grids (torchvision) and labelled figures (matplotlib).
+
+Plain grids keep full resolution and are cheap; labelled figures are used where a reader needs to
+know what a row or column means (edit scale, latent dimension, family name).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: stages and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+
+def grid_array(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
+    """(N, 3, H, W) in [0, 1] -> uint8 (H', W', 3) grid."""
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=1.0)
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid_array(images, nrow)).save(path)
+    return path
+
+
+def save_labelled_rows(rows: Sequence[torch.Tensor], path: Path, *, row_labels: Sequence[str],
+                       col_labels: Sequence[str] | None = None, title: str = "") -> Path:
+    """One image row per entry of ``rows`` (each (K, 3, H, W)), labelled on the left and on top."""
+    n_rows, n_cols = len(rows), max(r.shape[0] for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 * n_cols + 1.2, 1.2 * n_rows + (0.5 if title else 0.2)),
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        imgs = row.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(imgs):
+                ax.imshow(imgs[j], interpolation="nearest")
+            if j == 0:
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
+            if i == 0 and col_labels is not None and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

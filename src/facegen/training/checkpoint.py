@@ -1,0 +1,83 @@
+"""Checkpoints: atomic writes, safe loads, and clear errors.
+
+* Writes go to a temp file in the same directory and are renamed into place, so a kill or a full
+  disk never leaves a truncated file where a good one was expected.
+* Loads use ``torch.load(weights_only=True)``: a checkpoint is data, never code to execute.
+  Everything we store is therefore tensors and plain Python containers (the config is stored as a
+  dict and re-validated through config.py on load).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facegen.config import MODEL_CONFIGS, from_dict, to_dict
+from facegen.errors import CheckpointError
+from facegen.models import build
+from facegen.models.base import GenerativeModel
+
+MODEL_FORMAT = "facegen-model/1"
+STATE_FORMAT = "facegen-train-state/1"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: run the stage that trains it (`dvc repro`)")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, pickle of arbitrary objects, bad magic number...
+        raise CheckpointError(f"{path} is not a readable facegen checkpoint ({type(err).__name__}); "
+                              "delete it and rerun the stage that writes it") from None
+    if not isinstance(obj, dict) or "format" not in obj:
+        raise CheckpointError(f"{path} is not a facegen checkpoint; delete it and rerun the stage that writes it")
+    return obj
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """load_state_dict with an error that says *which* checkpoint does not fit and what to do."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"{path} was saved from a different architecture ({first}); "
+                              "retrain it with the current params (`dvc repro`)") from None
+
+
+def save_model(model: GenerativeModel, path: Path) -> None:
+    atomic_save({
+        "format": MODEL_FORMAT,
+        "family": model.family,
+        "image_size": model.image_size,
+        "config": to_dict(model.cfg),
+        "state_dict": model.state_dict(),
+    }, path)
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> GenerativeModel:
+    """Rebuild a trained family from its checkpoint alone (config travels with the weights)."""
+    ckpt = safe_load(path, device)
+    if ckpt["format"] != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is a {ckpt['format']} file, not a trained model")
+    family = ckpt["family"]
+    cfg = from_dict(MODEL_CONFIGS[family], ckpt["config"], f"{path}:config")
+    model = build(family, cfg, ckpt["image_size"])
+    load_weights(model, ckpt["state_dict"], path)
+    return model.to(device).eval()

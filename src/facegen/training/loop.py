@@ -1,0 +1,161 @@
+"""The one training loop for every family.
+
+Families differ only inside ``train_step`` (a GAN does its D and G updates there), so epochs,
+progress, averaging, validation, per-epoch logging and resumable state are written once.
+
+Speed notes: per-step losses stay on the device and are summed as tensors; the host reads them
+once per epoch (plus a throttled progress-bar refresh), so there is no ``.item()`` sync per step.
+"""
+from __future__ import annotations
+
+import csv
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from facegen.config import TrainConfig
+from facegen.data.dataset import FaceSplit
+from facegen.models.base import GenerativeModel
+from facegen.runtime import Runtime, eval_mode
+from facegen.training.checkpoint import STATE_FORMAT, atomic_save, load_weights, safe_load
+
+PROGRESS_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
+
+
+@dataclass
+class Distributed:
+    """Rank info for DDP; the default is a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG that influences training, in weights_only-loadable types (tensors, tuples, ints)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"data": generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+
+
+def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    generator.set_state(state["data"])
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def write_history(history: list[dict[str, float]], path: Path) -> None:
+    """Per-epoch CSV (a DVC plot): rewritten whole each epoch so a kill never leaves half a row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def _mean(sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
+    return {f"{prefix}/{k}": float(v) / max(count, 1) for k, v in sums.items()}
+
+
+def _accumulate(sums: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
+    for k, v in out.items():
+        v = v.detach().float()
+        sums[k] = sums[k] + v if k in sums else v.clone()
+
+
+def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: TrainConfig, rt: Runtime,
+        generator: torch.Generator, *, state_path: Path | None = None, csv_path: Path | None = None,
+        on_epoch: Callable[[int, dict[str, float], dict[str, torch.Tensor]], None] | None = None,
+        dist: Distributed = Distributed()) -> FitResult:
+    """Train ``model`` for ``tcfg.epochs``; resume from ``state_path`` when it holds a checkpoint.
+
+    ``on_epoch(epoch, row, images)`` receives the epoch's metrics and monitoring images (tracking).
+    """
+    opts = model.optimizers()
+    result = FitResult()
+    if state_path is not None and state_path.is_file():
+        state = safe_load(state_path)
+        if state["format"] == STATE_FORMAT:
+            load_weights(model, state["model"], state_path)
+            for name, opt in opts.items():
+                opt.load_state_dict(state["optimizers"][name])
+            _restore_rng(state["rng"], generator)
+            result.history = state["history"]
+            result.resumed_from_epoch = state["epoch"]
+    steps_per_epoch = train.num_batches(tcfg.batch_size, drop_last=True, world_size=dist.world_size)
+    if tcfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, tcfg.max_steps_per_epoch)
+    for epoch in range(result.resumed_from_epoch, tcfg.epochs):
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        t0 = time.perf_counter()
+        images_seen = 0
+        batches = train.batches(tcfg.batch_size, rt.device, shuffle=True, generator=generator,
+                                channels_last=rt.channels_last, drop_last=True,
+                                rank=dist.rank, world_size=dist.world_size)
+        bar = tqdm(total=steps_per_epoch, desc=f"{model.family} epoch {epoch + 1}/{tcfg.epochs}",
+                   disable=not dist.is_main, dynamic_ncols=True, mininterval=1.0)
+        for step, batch in enumerate(batches):
+            if step >= steps_per_epoch:
+                break
+            with rt.autocast():
+                out = model.train_step(batch, opts)
+            _accumulate(sums, out)
+            images_seen += batch.images.shape[0]
+            bar.update(1)
+            if step % PROGRESS_EVERY == 0:
+                bar.set_postfix({k: f"{float(v):.4g}" for k, v in out.items() if k in ("loss", "loss_d", "loss_g")})
+        bar.close()
+        seconds = time.perf_counter() - t0
+        row: dict[str, float] = {"epoch": epoch + 1, **_mean(sums, steps_per_epoch, "train")}
+        if val is not None and len(val):
+            row.update(evaluate_losses(model, val, tcfg.batch_size, rt))
+        row["img_per_s"] = images_seen * dist.world_size / seconds
+        row["seconds"] = seconds
+        result.history.append(row)
+        monitor = model.epoch_end(epoch)
+        if dist.is_main:
+            if csv_path is not None:
+                write_history(result.history, csv_path)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row, monitor)
+            if state_path is not None:
+                atomic_save({
+                    "format": STATE_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizers": {k: o.state_dict() for k, o in opts.items()},
+                    "rng": _rng_state(generator), "history": result.history,
+                }, state_path)
+    return result
+
+
+def evaluate_losses(model: GenerativeModel, split: FaceSplit, batch_size: int, rt: Runtime) -> dict[str, float]:
+    """Average ``val_step`` losses over a split (BatchNorm in eval mode)."""
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    with eval_mode(model), rt.autocast():
+        for batch in split.batches(batch_size, rt.device, channels_last=rt.channels_last):
+            out = model.val_step(batch)
+            n = batch.images.shape[0]
+            _accumulate(sums, {k: v * n for k, v in out.items()})
+            count += n
+    return _mean(sums, count, "val")

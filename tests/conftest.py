@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random face splits and tiny configs, so unit tests train in seconds."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from facegen.config import RuntimeConfig, TrainConfig, VAEConfig
+from facegen.data.dataset import FaceSplit
+from facegen.runtime import Runtime, setup_runtime
+
+ATTRS = ("Smiling", "Male")
+
+
+def make_split(n: int = 64, size: int = 16, seed: int = 0) -> FaceSplit:
+    """Random but learnable data: smooth blobs whose brightness depends on the attributes."""
+    g = torch.Generator().manual_seed(seed)
+    attrs = (torch.rand(n, len(ATTRS), generator=g) > 0.5).float()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    blob = torch.exp(-(xx ** 2 + yy ** 2) * 3)
+    base = 0.3 + 0.4 * attrs[:, 0, None, None] * blob + 0.2 * attrs[:, 1, None, None]
+    imgs = (base.unsqueeze(-1).expand(n, size, size, 3) + 0.05 * torch.rand(n, size, size, 3, generator=g))
+    return FaceSplit((imgs.clamp(0, 1) * 255).to(torch.uint8), attrs, ATTRS)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(tmp_path, monkeypatch):
+    """Never touch the repo's mlruns.db from unit tests."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    monkeypatch.setenv("FACEGEN_REPO_ROOT", str(tmp_path))
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def split() -> FaceSplit:
+    return make_split()
+
+
+@pytest.fixture
+def rt() -> Runtime:
+    return setup_runtime(RuntimeConfig(device="cpu", precision="fp32", threads=2))
+
+
+@pytest.fixture
+def tiny_vae_cfg() -> VAEConfig:
+    return VAEConfig(latent_dim=4, widths=(8, 16), beta=1.0, train=TrainConfig(epochs=2, batch_size=16, lr=3e-3))
