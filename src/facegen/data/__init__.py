@@ -1,23 +1,25 @@
 """Data: synthetic CelebA-format faces, CelebA layout readers, the prepare cache and datasets."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
-from typing import Callable, Iterable, Iterator, TypeVar
+import sys
+from typing import Any, Callable, Iterable, Iterator
 
-T = TypeVar("T")
-R = TypeVar("R")
+TaskMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
-def imap_tasks(fn: Callable[[T], R], tasks: Iterable[T], workers: int) -> Iterator[R]:
-    """``map(fn, tasks)`` in order, over ``workers`` processes when more than one.
+@contextlib.contextmanager
+def task_map(workers: int) -> Iterator[TaskMap]:
+    """An ordered ``map(fn, tasks)`` over ``workers`` processes (plain ``map`` for one worker).
 
-    Shared by generation and decoding, which are both CPU-bound chunk jobs. "spawn" rather than
-    fork: the parent may hold torch / OpenMP threads, which a fork copies in a broken state.
-    Close the iterator (or exhaust it) to stop the pool early.
+    Generation and decoding are CPU-bound chunk jobs; leaving the block stops the workers, also
+    after an early ``break``. On Linux workers are forked: they run only numpy / PIL code (never
+    torch or OpenMP), so forking is safe even from a parent that has imported torch, while "spawn"
+    would re-import pandas & co. in every worker (1-2 s per pool on a small machine).
     """
-    tasks = list(tasks)
-    if workers <= 1 or len(tasks) <= 1:
-        yield from map(fn, tasks)
+    if workers <= 1:
+        yield map
         return
-    with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-        yield from pool.imap(fn, tasks)
+    with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers) as pool:
+        yield pool.imap
