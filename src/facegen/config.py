@@ -166,15 +166,22 @@ class PriorConfig:
     arch: Literal["gated", "masked"] = "gated"
     hidden: int = field(default=64, metadata=rng(ge=1))
     layers: int = field(default=8, metadata=rng(ge=1))
+    kernel_size: int = field(default=3, metadata=rng(ge=3))  # the notebook's masked arch used 7
     conditional: bool = True
     temperature: float = field(default=1.0, metadata=rng(gt=0))
     train: TrainConfig = TrainConfig()
 
+    def __post_init__(self) -> None:
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"params.yaml: prior.kernel_size must be odd, got {self.kernel_size}")
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    width: int = field(default=32, metadata=rng(ge=1))
-    train: TrainConfig = TrainConfig(epochs=3)
+    """The attribute classifier: scores edits and gives the feature space of FID/KID/PRDC."""
+
+    width: int = field(default=16, metadata=rng(ge=1))  # channels of the first conv; doubled per stage
+    train: TrainConfig = TrainConfig(epochs=2, batch_size=128, lr=2e-3)
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,16 @@ class EvaluateConfig:
     active_dim_threshold: float = field(default=0.01, metadata=rng(gt=0))
     num_inversions: int = field(default=64, metadata=rng(ge=1))  # test faces reconstructed by GAN inversion
     nll_importance_samples: int = field(default=64, metadata=rng(ge=1))
+    nll_images: int = field(default=100, metadata=rng(ge=1))  # test faces the NLL is estimated on
     inception_weights: str = ""  # path to pt_inception-2015-12-05 weights; empty = skip Inception FID
+    kid_subsets: int = field(default=50, metadata=rng(ge=1))
+    kid_subset_size: int = field(default=500, metadata=rng(ge=2))  # capped at the number of samples
+    prdc_k: int = field(default=5, metadata=rng(ge=1))  # k-th neighbour radius of precision/recall/density/coverage
+    edit_faces: int = field(default=128, metadata=rng(ge=1))  # faces edited per attribute for the edit metrics
+    edit_strength: float = field(default=1.5, metadata=rng(gt=0))  # multiples of a mean-difference vector
+    boundary_edit_strength: float = field(default=3.0, metadata=rng(gt=0))  # steps along a unit boundary normal
+    disentanglement_train: int = field(default=2000, metadata=rng(ge=10))  # train codes fitting MIG/DCI/SAP
+    mig_bins: int = field(default=20, metadata=rng(ge=2))  # histogram bins discretising codes and factors
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,13 @@
 
 Precision is chosen at run time from what the hardware does well: bf16 autocast only pays off on
 CPUs with AMX (measured ~1.9x on the notebook VAE) and is *slower* on AVX2-only CPUs, so ``auto``
-checks the CPU flags instead of assuming. On CUDA, ``auto`` uses bf16 where supported, else fp16.
+checks the CPU flags instead of assuming. On CUDA, ``auto`` uses bf16 where supported, else fp32:
+fp16 would need loss scaling (a GradScaler between ``loss.backward()`` and ``optimizer.step()``),
+and those calls live inside each family's ``train_step``, out of the loop's reach.
+
+Speed knobs the loop gets from here: channels_last modules and batches, fused optimiser kernels
+(``Runtime.optimizers``), ``torch.compile`` of each submodule when ``runtime.compile`` is on, and
+one intra-op thread pool per process sized to the cores this process may use.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import numpy as np
 import torch
 
 from facegen.config import RuntimeConfig
+from facegen.distributed import from_env, local_world_size
 from facegen.errors import ConfigError
 
 
@@ -26,6 +33,13 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def cpu_flags() -> set[str]:
@@ -46,6 +60,7 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None  # None = plain fp32
     channels_last: bool
+    compile: bool = False
 
     @property
     def precision(self) -> str:
@@ -57,11 +72,36 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Move a module to the device (and to channels_last memory format where enabled)."""
+        """Move a module to the device (and to channels_last memory format where enabled).
+
+        With ``compile``, each direct submodule is compiled in place: families call their
+        submodules (encoder, decoder, G, D) directly, never the top-level ``forward``, and
+        in-place compilation keeps state_dict keys (checkpoints) unchanged.
+        """
         module = module.to(self.device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
+        if self.compile:
+            for child in module.children():
+                child.compile()
         return module
+
+    def optimizers(self, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
+        """``model.optimizers()`` switched to fused kernels where the optimiser and device have them.
+
+        A fused Adam updates each parameter in one pass instead of ~10 elementwise kernels. It
+        must be chosen before the first step (the step counter's placement depends on it), which
+        is why the loop calls this instead of ``model.optimizers()``.
+        """
+        opts = model.optimizers()
+        for opt in opts.values():
+            if "fused" not in opt.defaults or opt.defaults.get("differentiable"):
+                continue
+            params = [p for group in opt.param_groups for p in group["params"]]
+            if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+                for group in (opt.defaults, *opt.param_groups):
+                    group["fused"], group["foreach"] = True, False
+        return opts
 
 
 def _resolve_precision(cfg: RuntimeConfig, device: torch.device) -> torch.dtype | None:
@@ -70,27 +110,32 @@ def _resolve_precision(cfg: RuntimeConfig, device: torch.device) -> torch.dtype 
     if cfg.precision == "bf16":
         return torch.bfloat16
     if cfg.precision == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("params.yaml: runtime.precision fp16 needs CUDA; use bf16 or fp32 on CPU")
-        return torch.float16
+        raise ConfigError("params.yaml: runtime.precision fp16 needs loss scaling, which train_step does "
+                          "not do; use bf16 (CUDA Ampere+ or AMX CPUs) or fp32")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if "amx_bf16" in cpu_flags() else None
 
 
 def setup_runtime(cfg: RuntimeConfig) -> Runtime:
     """Apply thread/determinism settings and pick device and precision."""
-    threads = cfg.threads or os.cpu_count() or 1
+    # torchrun processes on one machine share its cores: 2 processes x 2 threads on 2 cores thrash.
+    threads = cfg.threads or max(1, available_cores() // local_world_size())
     torch.set_num_threads(threads)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("params.yaml: runtime.device is cuda but no CUDA device is available; use auto or cpu")
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
+    if use_cuda:
+        device = torch.device("cuda", from_env().local_rank)  # one GPU per torchrun process
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
     if cfg.deterministic:
         # Same params -> same metrics. cuDNN autotuning would pick kernels non-deterministically.
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    return Runtime(device=device, amp_dtype=_resolve_precision(cfg, device), channels_last=cfg.channels_last)
+    return Runtime(device=device, amp_dtype=_resolve_precision(cfg, device), channels_last=cfg.channels_last,
+                   compile=cfg.compile)
 
 
 @contextlib.contextmanager

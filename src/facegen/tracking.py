@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from facegen.config import flatten
+from facegen.errors import FacegenError
 
 
 REPO_ROOT_ENV = "FACEGEN_REPO_ROOT"
@@ -124,3 +125,57 @@ def start_run(stage: str, family: str, params: Mapping[str, Any], params_hash: s
         if tracker.active:
             with contextlib.suppress(Exception):
                 tracker._mlflow.end_run(status="FINISHED" if ok else "FAILED")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading back (the `facegen` CLI): never creates a store, an experiment or a run.
+# ----------------------------------------------------------------------------------------------
+def _reader() -> Any | None:
+    """An MlflowClient on the configured store, or None when a local SQLite store does not exist yet.
+
+    Connecting to a missing SQLite file would create an empty database as a side effect of a
+    read-only command, so that case is answered without touching mlflow.
+    """
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one file: a bar is noise
+    from mlflow.tracking import MlflowClient
+
+    for name in ("alembic", "mlflow"):  # store set-up chatter; warnings and errors still show
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def download_artifact(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """Fetch one artifact file of a run (e.g. ``model/model.pt``) into ``dst``; FacegenError if impossible."""
+    client = _reader()
+    if client is None:
+        raise FacegenError(f"no MLflow store at {tracking_uri()}: set MLFLOW_TRACKING_URI or run from the repo root")
+    try:
+        return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
+    except Exception as err:  # noqa: BLE001 - unknown run, missing artifact, unreachable server
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FacegenError(f"cannot fetch {artifact_path} of MLflow run {run_id} from {tracking_uri()}: "
+                           f"{first_line}") from None
+
+
+def latest_run(stage: str, family: str, experiment: str = "facegen") -> dict[str, str] | None:
+    """Id, start time and tags of the newest finished ``<stage>:<family>`` run, or None (no store, no run)."""
+    try:
+        client = _reader()
+        exp = client.get_experiment_by_name(experiment) if client is not None else None
+        if exp is None:
+            return None
+        runs = client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                  filter_string=f"tags.stage = '{stage}' and tags.family = '{family}' "
+                                                "and attributes.status = 'FINISHED'")
+    except Exception as err:  # noqa: BLE001 - tracking is a side channel: report, do not fail
+        warnings.warn(f"MLflow lookup failed ({type(err).__name__}); run provenance not shown", stacklevel=2)
+        return None
+    if not runs:
+        return None
+    run = runs[0]
+    return {"run_id": run.info.run_id, "start_time": str(run.info.start_time), **run.data.tags}

@@ -7,12 +7,17 @@ and returns flat metrics. None looks at the family name: what runs is decided by
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from facegen.evaluation.context import EvalContext
+from facegen.evaluation.disentanglement import disentanglement_scores
+from facegen.evaluation.distribution import (frechet_distance, inception_fid, inception_unavailable, kernel_distance,
+                                             precision_recall_density_coverage)
+from facegen.evaluation.editing import edit_scores
 from facegen.latent.attributes import edit, encode_split, mean_difference_vectors
 from facegen.latent.interpolation import lerp, slerp
 from facegen.latent.traversal import active_dimensions, dimension_activity, traversal_latents
@@ -69,34 +74,101 @@ def interpolation(ctx: EvalContext) -> dict[str, float]:
     return {}
 
 
-def attribute_edits(ctx: EvalContext) -> dict[str, float]:
-    """One figure per configured attribute: faces moved along that attribute's latent direction."""
+def _draw_samples(ctx: EvalContext, n: int, generator: torch.Generator) -> torch.Tensor:
+    with eval_mode(ctx.model), ctx.rt.autocast():
+        return torch.cat([ctx.model.sample(min(ctx.cfg.batch_size, n - i), generator).float()
+                          for i in range(0, n, ctx.cfg.batch_size)]).clamp(0, 1)
+
+
+def sample_quality(ctx: EvalContext) -> dict[str, float]:
+    """FID/KID and precision/recall/density/coverage of samples vs test faces, in classifier features.
+
+    ``num_samples`` samples against as many test faces (all of them if the split is smaller). The
+    standard Inception FID runs only when its local weights are configured; otherwise a note says so.
+    """
+    if ctx.classifier is None:
+        ctx.notes.append("Sample-quality metrics skipped: no attribute classifier (run train_classifier).")
+        return {}
+    n = min(ctx.cfg.num_samples, len(ctx.test))
+    real = ctx.test_images(n)
+    fake = _draw_samples(ctx, n, ctx.generator(6))
+    f_real, f_fake = ctx.classifier.features(real).cpu(), ctx.classifier.features(fake).cpu()
+    kid, kid_std = kernel_distance(f_real, f_fake, ctx.cfg.kid_subsets, ctx.cfg.kid_subset_size, ctx.seed)
+    out = {"fid_facegen": frechet_distance(f_real, f_fake), "kid_facegen": kid, "kid_facegen_std": kid_std,
+           **precision_recall_density_coverage(f_real, f_fake, ctx.cfg.prdc_k)}
+    reason = inception_unavailable(ctx.cfg.inception_weights)
+    if reason is None:
+        out["fid_inception"] = inception_fid(real, fake, ctx.cfg.inception_weights, ctx.cfg.batch_size)
+    else:
+        ctx.notes.append(reason)
+    return out
+
+
+@dataclass
+class EditSetup:
+    """How a family edits: attribute directions, where edits start, and the scales used."""
+
+    directions: dict[str, torch.Tensor]
+    starts: Callable[[int], torch.Tensor]  # n -> (n, *latent shape) start latents on the device
+    scales: tuple[float, ...]              # figure columns
+    strength: float                        # the one scale the edit metrics use
+    what: str                              # figure caption
+
+
+def edit_setup(ctx: EvalContext) -> EditSetup | None:
+    """Directions by the family's ``edit_directions`` method; None (with a note) when impossible."""
     names = ctx.test.attr_names
     if ctx.model.edit_directions == "classifier_boundary":
         if ctx.classifier is None:
             ctx.notes.append("Attribute edits skipped: no attribute classifier to find boundaries with.")
-            return {}
+            return None
         from facegen.latent.boundaries import classifier_boundaries
 
         directions = classifier_boundaries(ctx.model, ctx.classifier, names, ctx.cfg.num_samples,
                                            ctx.generator(3), ctx.cfg.batch_size)
-        with eval_mode(ctx.model):
-            base = ctx.model.latent_prior(4, ctx.generator(4)).float()
-        scales, what = ctx.cfg.boundary_edit_scales, "samples moved along the classifier boundary normal"
-    else:
-        codes = encode_split(ctx.model, ctx.train, ctx.cfg.batch_size, ctx.rt)
-        directions = mean_difference_vectors(codes, ctx.train.attrs, names)
+
+        def starts(n: int) -> torch.Tensor:
+            with eval_mode(ctx.model):
+                return ctx.model.latent_prior(n, ctx.generator(4)).float()
+
+        return EditSetup(directions, starts, ctx.cfg.boundary_edit_scales, ctx.cfg.boundary_edit_strength,
+                         "samples moved along the classifier boundary normal")
+    codes = encode_split(ctx.model, ctx.train, ctx.cfg.batch_size, ctx.rt)
+
+    def starts(n: int) -> torch.Tensor:
         with eval_mode(ctx.model), ctx.rt.autocast():
-            base = ctx.model.encode(ctx.test_images(4)).float()
-        scales, what = ctx.cfg.edit_scales, "test faces plus scale × mean-difference vector"
+            return ctx.model.encode(ctx.test_images(n)).float()
+
+    return EditSetup(mean_difference_vectors(codes, ctx.train.attrs, names), starts, ctx.cfg.edit_scales,
+                     ctx.cfg.edit_strength, "test faces plus scale × mean-difference vector")
+
+
+def attribute_edits(ctx: EvalContext) -> dict[str, float]:
+    """One figure per configured attribute, and classifier-scored edit success / preservation."""
+    setup = edit_setup(ctx)
+    if setup is None:
+        return {}
+    base = setup.starts(4)
     shape, base = base.shape[1:], base.flatten(1)
-    for name, direction in directions.items():
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
         with eval_mode(ctx.model), ctx.rt.autocast():
-            imgs = ctx.model.decode(edit(base, direction, scales).view(-1, *shape)).float()
+            return torch.cat([ctx.model.decode(c.view(-1, *shape)).float().clamp(0, 1)
+                              for c in z.split(ctx.cfg.batch_size)])
+
+    for name, direction in setup.directions.items():
+        imgs = decode(edit(base, direction, setup.scales))
         rows = [imgs[i::len(base)] for i in range(len(base))]
         save_labelled_rows(rows, ctx.out_dir / f"attribute_{name}.png", row_labels=[f"face {i + 1}" for i in range(len(base))],
-                           col_labels=[f"{s:+g}" for s in scales], title=f"{ctx.family}: {name} ({what})")
-    return {}
+                           col_labels=[f"{s:+g}" for s in setup.scales], title=f"{ctx.family}: {name} ({setup.what})")
+    if ctx.classifier is None:
+        ctx.notes.append("Edit success/preservation skipped: no attribute classifier (run train_classifier).")
+        return {}
+    unknown = [n for n in setup.directions if n not in ctx.classifier.attributes]
+    if unknown:
+        ctx.notes.append(f"Edits of {unknown} not scored: the classifier was trained without them.")
+    return edit_scores(decode, ctx.classifier, setup.starts(ctx.cfg.edit_faces).flatten(1), setup.directions,
+                       setup.strength)
 
 
 def traversal(ctx: EvalContext) -> dict[str, float]:
@@ -121,9 +193,26 @@ def test_losses(ctx: EvalContext) -> dict[str, float]:
     return {f"test_{k.split('/', 1)[1]}": v for k, v in evaluate_losses(ctx.model, ctx.test, ctx.cfg.batch_size, ctx.rt).items()}
 
 
+def disentanglement(ctx: EvalContext) -> dict[str, float]:
+    """MIG, DCI and SAP of the posterior means against the data's ground-truth factors, if it has any."""
+    if ctx.train.factors is None or ctx.test.factors is None:
+        ctx.notes.append("Disentanglement metrics (MIG, DCI, SAP) skipped: the data has no ground-truth "
+                         "factors (factors.csv), as with real CelebA.")
+        return {}
+    n = min(ctx.cfg.disentanglement_train, len(ctx.train))
+    train_codes = encode_split(ctx.model, ctx.train, ctx.cfg.batch_size, ctx.rt, limit=n).numpy()
+    test_codes = encode_split(ctx.model, ctx.test, ctx.cfg.batch_size, ctx.rt).numpy()
+    return disentanglement_scores(train_codes, ctx.train.factors[:n].numpy(), test_codes, ctx.test.factors.numpy(),
+                                  ctx.cfg.mig_bins, ctx.seed)
+
+
 def likelihood(ctx: EvalContext) -> dict[str, float]:
-    """Importance-weighted NLL estimate in bits/dim on the test split."""
-    x = ctx.test_images(len(ctx.test))
+    """Importance-weighted NLL estimate in bits/dim on the first ``nll_images`` test faces.
+
+    k decodes per image make this the costliest analysis; a few hundred faces already pin the
+    mean to ~0.01 bits/dim, so the whole split would only buy time.
+    """
+    x = ctx.test_images(ctx.cfg.nll_images)
     gen = ctx.generator(5)
     nll = _batched(ctx, lambda b: ctx.model.nll_bits_per_dim(b, ctx.cfg.nll_importance_samples, gen), x)
     return {"nll_bits_per_dim": float(nll.mean())}
@@ -133,9 +222,11 @@ def likelihood(ctx: EvalContext) -> dict[str, float]:
 ANALYSES: list[tuple[str | None, Analysis]] = [
     (RECONSTRUCT, reconstruction),
     (None, samples),
+    (None, sample_quality),
     (ENCODE, interpolation),
     (EDIT, attribute_edits),
     (TRAVERSE, traversal),
+    (TRAVERSE, disentanglement),
     (None, test_losses),
     (LIKELIHOOD, likelihood),
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -52,12 +53,14 @@ def evaluate_family(params: Params, family: str) -> dict[str, float]:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {"num_parameters": float(sum(p.numel() for p in model.parameters()))}
     digest = params_hash(params.seed, params.evaluate, model.cfg)
-    with start_run("evaluate", family, {"seed": params.seed, "evaluate": to_dict(params.evaluate)}, digest,
-                   params.tracking.experiment) as tracker:
+    # The model's config is logged too, so evaluate runs of a sweep (e.g. over β) compare in the MLflow UI.
+    logged = {"seed": params.seed, "evaluate": to_dict(params.evaluate), "model": to_dict(model.cfg)}
+    with start_run("evaluate", family, logged, digest, params.tracking.experiment) as tracker:
         for capability, analysis in ANALYSES:
             if capability is None or capability in model.capabilities:
-                log.info("%s: %s", family, analysis.__name__)
+                t0 = time.perf_counter()
                 metrics.update(analysis(ctx))
+                log.info("%s: %s (%.1f s)", family, analysis.__name__, time.perf_counter() - t0)
             else:
                 ctx.notes.append(f"{analysis.__name__} skipped: {family} declares no '{capability}' capability.")
         metrics.update(model.family_analyses(ctx))

@@ -10,11 +10,13 @@ from typing import Any
 from facegen.models.base import GenerativeModel
 from facegen.models.dcgan import DCGAN
 from facegen.models.vae import VAE
+from facegen.models.vqvae import VQVAE
 
 FAMILIES: dict[str, type[GenerativeModel]] = {
     "vae": VAE,
     "beta_vae": VAE,
     "dcgan": DCGAN,
+    "vqvae": VQVAE,
 }
 
 

@@ -1,14 +1,21 @@
 """The one training loop for every family.
 
 Families differ only inside ``train_step`` (a GAN does its D and G updates there), so epochs,
-progress, averaging, validation, per-epoch logging and resumable state are written once.
+progress, averaging, validation, per-epoch logging, resumable state and data parallelism are
+written once.
 
 Speed notes: per-step losses stay on the device and are summed as tensors; the host reads them
 once per epoch (plus a throttled progress-bar refresh), so there is no ``.item()`` sync per step.
+Optimisers come from ``Runtime.optimizers`` (fused kernels where the device has them).
+
+Under ``torchrun`` (``dist.world_size > 1``) each rank trains on its shard of every global batch;
+facegen.distributed averages gradients at each optimiser step and buffers after each step, and
+only rank 0 writes the CSV, the resumable state and calls ``on_epoch`` (tracking).
 """
 from __future__ import annotations
 
 import csv
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,25 +26,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from facegen import distributed
 from facegen.config import TrainConfig
 from facegen.data.dataset import FaceSplit
+from facegen.distributed import Distributed
 from facegen.models.base import GenerativeModel
 from facegen.runtime import Runtime, eval_mode
 from facegen.training.checkpoint import STATE_FORMAT, atomic_save, load_weights, safe_load
 
 PROGRESS_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
-
-
-@dataclass
-class Distributed:
-    """Rank info for DDP; the default is a single process."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,7 +48,8 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every RNG that influences training, in weights_only-loadable types (tensors, tuples, ints)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"data": generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}
 
 
 def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
@@ -59,6 +58,8 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
     random.setstate(state["python"])
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:
@@ -83,6 +84,23 @@ def _accumulate(sums: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> 
         sums[k] = sums[k] + v if k in sums else v.clone()
 
 
+def _resume(state_path: Path | None, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
+            generator: torch.Generator, result: FitResult) -> None:
+    """Continue from the last completed epoch when ``state_path`` holds this loop's state."""
+    if state_path is None or not state_path.is_file():
+        return
+    state = safe_load(state_path)
+    if state["format"] != STATE_FORMAT:
+        return
+    load_weights(model, state["model"], state_path)
+    for name, opt in opts.items():
+        opt.load_state_dict(state["optimizers"][name])
+    _restore_rng(state["rng"], generator)
+    result.history = state["history"]
+    result.resumed_from_epoch = state["epoch"]
+    log.info("%s: resuming after epoch %d from %s", model.family, state["epoch"], state_path)
+
+
 def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: TrainConfig, rt: Runtime,
         generator: torch.Generator, *, state_path: Path | None = None, csv_path: Path | None = None,
         on_epoch: Callable[[int, dict[str, float], dict[str, torch.Tensor]], None] | None = None,
@@ -90,19 +108,17 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
     """Train ``model`` for ``tcfg.epochs``; resume from ``state_path`` when it holds a checkpoint.
 
     ``on_epoch(epoch, row, images)`` receives the epoch's metrics and monitoring images (tracking).
+    ``tcfg.batch_size`` is the global batch: each of ``dist.world_size`` ranks takes its share.
     """
-    opts = model.optimizers()
+    opts = rt.optimizers(model)
     result = FitResult()
-    if state_path is not None and state_path.is_file():
-        state = safe_load(state_path)
-        if state["format"] == STATE_FORMAT:
-            load_weights(model, state["model"], state_path)
-            for name, opt in opts.items():
-                opt.load_state_dict(state["optimizers"][name])
-            _restore_rng(state["rng"], generator)
-            result.history = state["history"]
-            result.resumed_from_epoch = state["epoch"]
-    steps_per_epoch = train.num_batches(tcfg.batch_size, drop_last=True, world_size=dist.world_size)
+    _resume(state_path, model, opts, generator, result)
+    batch_size = dist.local_batch(tcfg.batch_size)
+    if dist.enabled:
+        distributed.broadcast_state(model)
+        distributed.average_gradients(opts.values(), dist.world_size)
+        distributed.decorrelate_rng(dist.rank)
+    steps_per_epoch = train.num_batches(batch_size, drop_last=True, world_size=dist.world_size)
     if tcfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, tcfg.max_steps_per_epoch)
     for epoch in range(result.resumed_from_epoch, tcfg.epochs):
@@ -110,7 +126,7 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
         sums: dict[str, torch.Tensor] = {}
         t0 = time.perf_counter()
         images_seen = 0
-        batches = train.batches(tcfg.batch_size, rt.device, shuffle=True, generator=generator,
+        batches = train.batches(batch_size, rt.device, shuffle=True, generator=generator,
                                 channels_last=rt.channels_last, drop_last=True,
                                 rank=dist.rank, world_size=dist.world_size)
         bar = tqdm(total=steps_per_epoch, desc=f"{model.family} epoch {epoch + 1}/{tcfg.epochs}",
@@ -120,6 +136,8 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
                 break
             with rt.autocast():
                 out = model.train_step(batch, opts)
+            if dist.enabled:
+                distributed.average_buffers(model, dist.world_size)
             _accumulate(sums, out)
             images_seen += batch.images.shape[0]
             bar.update(1)
@@ -127,9 +145,12 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
                 bar.set_postfix({k: f"{float(v):.4g}" for k, v in out.items() if k in ("loss", "loss_d", "loss_g")})
         bar.close()
         seconds = time.perf_counter() - t0
+        if dist.enabled:
+            sums = distributed.average_values(sums, dist.world_size)
+            distributed.check_in_sync(model)
         row: dict[str, float] = {"epoch": epoch + 1, **_mean(sums, steps_per_epoch, "train")}
         if val is not None and len(val):
-            row.update(evaluate_losses(model, val, tcfg.batch_size, rt))
+            row.update(evaluate_losses(model, val, tcfg.batch_size, rt, dist))
         row["img_per_s"] = images_seen * dist.world_size / seconds
         row["seconds"] = seconds
         result.history.append(row)
@@ -148,14 +169,18 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
     return result
 
 
-def evaluate_losses(model: GenerativeModel, split: FaceSplit, batch_size: int, rt: Runtime) -> dict[str, float]:
-    """Average ``val_step`` losses over a split (BatchNorm in eval mode)."""
+def evaluate_losses(model: GenerativeModel, split: FaceSplit, batch_size: int, rt: Runtime,
+                    dist: Distributed = Distributed()) -> dict[str, float]:
+    """Average ``val_step`` losses over a split (BatchNorm in eval mode); ranks share the work."""
     sums: dict[str, torch.Tensor] = {}
     count = 0
     with eval_mode(model), rt.autocast():
-        for batch in split.batches(batch_size, rt.device, channels_last=rt.channels_last):
+        for batch in split.batches(batch_size, rt.device, channels_last=rt.channels_last,
+                                   rank=dist.rank, world_size=dist.world_size):
             out = model.val_step(batch)
             n = batch.images.shape[0]
             _accumulate(sums, {k: v * n for k, v in out.items()})
             count += n
+    if dist.enabled and sums:
+        sums = distributed.average_values(sums, dist.world_size)  # every rank saw `count` images
     return _mean(sums, count, "val")

@@ -1,0 +1,165 @@
+"""Run every benchmark, merge their JSON, print the README table.
+
+    python -m benchmarks                  # every benchmarks/bench_*.py except the pipeline one
+    python -m benchmarks --pipeline       # ... plus bench_pipeline (a full `dvc repro` in a temp copy, ~15 min)
+    python -m benchmarks --only training dcgan
+    python -m benchmarks --table          # run nothing: merge existing results/*.json, print the table
+
+Each script writes ``benchmarks/results/<name>.json``; this runner calls them one after another
+(never concurrently: they would time each other), merges every ``results/*.json`` into
+``benchmarks/results.json`` and prints the table. A failing script is reported and the others
+still run; the exit code is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.timing import end_to_end
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS_DIR = HERE / "results"
+MERGED = HERE / "results.json"
+OPT_IN = {"pipeline"}  # slow benchmarks that run only when asked for
+
+TRAINING_TARGET = 1.3
+SAMPLING_TARGET = 20.0
+PIPELINE_MINUTES, PIPELINE_RSS_GB = 15.0, 4.0
+
+
+def scripts() -> dict[str, Path]:
+    return {p.stem.removeprefix("bench_"): p for p in sorted(HERE.glob("bench_*.py"))}
+
+
+def run_all(names: list[str]) -> list[str]:
+    failed = []
+    for name in names:
+        print(f"== benchmarks.bench_{name}", flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}"], cwd=REPO).returncode
+        print(f"== bench_{name}: exit {code} after {time.perf_counter() - t0:.0f} s", flush=True)
+        if code:
+            failed.append(name)
+    return failed
+
+
+def merge() -> dict[str, Any]:
+    merged = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
+              "results": {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("*.json"))}}
+    MERGED.write_text(json.dumps(merged, indent=2) + "\n")
+    return merged
+
+
+# -- the README table ---------------------------------------------------------------------------
+def _get(data: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _check(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def _ratio_row(what: str, ours: float, theirs: float, target: float | None, digits: int = 1,
+               ratio: float | None = None) -> str:
+    ratio = ours / theirs if ratio is None else ratio
+    goal, met = ("—", None) if target is None else (f"≥ {target}×", ratio >= target)
+    return f"| {what} | {_num(ours, digits)} | {_num(theirs, digits)} | {ratio:.2f}× | {goal} | {_check(met)} |"
+
+
+def table(merged: dict[str, Any]) -> str:
+    res = merged["results"]
+    rows = ["| benchmark | facegen | notebook reference | facegen / reference | target | met |",
+            "|---|---:|---:|---:|---|---|"]
+    training = res.get("training", {})
+    load = training.get("data_loading")
+    # (facegen img/s, notebook img/s, median of the per-round ratios) per family
+    steps = {label: (entry["contenders"][entry["shipped"]]["img_per_s_median"],
+                     entry["contenders"]["notebook"]["img_per_s_median"], entry["speedup_vs_notebook"])
+             for family, label in (("vae", "VAE"), ("vqvae", "VQ-VAE")) if (entry := training.get(family))}
+    dcgan = res.get("dcgan", {}).get("equal_width")
+    if dcgan:
+        steps["DCGAN"] = (dcgan["facegen"]["median"], dcgan["notebook"]["median"], dcgan["speedup_median"])
+    for label, (ours, theirs, ratio) in steps.items():
+        rows.append(_ratio_row(f"{label} training step, img/s (batch 64, fp32, notebook architecture)",
+                               ours, theirs, TRAINING_TARGET, ratio=ratio))
+        if load:
+            rows.append(_ratio_row(f"{label} training epoch incl. data loading, img/s",
+                                   end_to_end(ours, load["facegen_img_per_s"]),
+                                   end_to_end(theirs, load["notebook_img_per_s"]), TRAINING_TARGET))
+    if load:
+        rows.append(_ratio_row("training data loading, img/s (notebook: JPEG decode + resize every epoch)",
+                               load["facegen_img_per_s"], load["notebook_img_per_s"], None, digits=0))
+    prior = res.get("prior_sampling")
+    if prior:
+        ratio = prior.get("ratio")
+        rows.append(f"| PixelCNN prior sampling, samples/s (batch {prior.get('batch', '?')}) | "
+                    f"{_num(prior.get('facegen_samples_per_s'), 2)} | {_num(prior.get('reference_samples_per_s'), 3)} | "
+                    f"{_num(ratio)}× | ≥ {SAMPLING_TARGET:.0f}× | {_check(None if ratio is None else ratio >= SAMPLING_TARGET)} |")
+    prep = res.get("data")
+    if prep:
+        rows.append(f"| prepare (decode, crop, resize), img/s ({prep.get('images', '?')} images, "
+                    f"{prep.get('workers', '?')} workers) | {_num(prep.get('prepare_images_per_s'), 0)} | — | — | — | — |")
+    pipe = res.get("pipeline")
+    if pipe:
+        minutes, rss_gb = pipe.get("minutes"), (pipe.get("peak_rss_tree_mb") or 0) / 1024
+        ok = pipe.get("returncode") == 0
+        rows.append(f"| default `dvc repro` from scratch, minutes | {_num(minutes, 1)} | — | — | "
+                    f"≤ {PIPELINE_MINUTES:.0f} | {_check(ok and minutes is not None and minutes <= PIPELINE_MINUTES)} |")
+        rows.append(f"| default `dvc repro`, peak RSS of the process tree, GB | {rss_gb:.2f} | — | — | "
+                    f"< {PIPELINE_RSS_GB:.0f} | {_check(ok and rss_gb < PIPELINE_RSS_GB)} |")
+    lines = ["\n".join(rows)]
+    ladder = [(family, training[family]) for family in ("vae", "vqvae") if family in training]
+    if ladder:
+        rungs = list(dict.fromkeys(r for _, e in ladder for r in e["contenders"] if r != "notebook"))
+        head = "| optimisation (cumulative) | " + " | ".join(f"{f} vs notebook" for f, _ in ladder) + " |"
+        out = [head, "|---|" + "---:|" * len(ladder)]
+        for rung in rungs:
+            cells = [_get(e, "contenders", rung, "speedup_median") for _, e in ladder]
+            out.append(f"| {rung} | " + " | ".join("—" if c is None else f"{c:.2f}×" for c in cells) + " |")
+        lines.append("\n".join(out))
+    where = _get(training, "machine") or _get(pipe or {}, "machine") or {}
+    if where:
+        lines.append(f"Measured on {where.get('cpu', '?')} ({where.get('cpu_count', '?')} cores), "
+                     f"load average {where.get('load_average_1min', '?')} at the start; ratios are medians of "
+                     "interleaved rounds (benchmarks/timing.py). Generated " + merged["generated"] + ".")
+    return "\n\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("--pipeline", action="store_true", help="also run the slow full-pipeline benchmark")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help=f"run only these ({', '.join(scripts())})")
+    ap.add_argument("--table", action="store_true", help="run nothing: merge existing results and print the table")
+    args = ap.parse_args()
+    failed: list[str] = []
+    if not args.table:
+        available = scripts()
+        names = args.only or [n for n in available if n not in OPT_IN or args.pipeline]
+        unknown = sorted(set(names) - set(available))
+        if unknown:
+            ap.error(f"unknown benchmark(s) {unknown}; available: {', '.join(available)}")
+        failed = run_all(names)
+    merged = merge()
+    print(table(merged))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The whole default pipeline: wall time and peak memory of ``dvc repro`` from scratch.
+
+Runs in a throw-away copy of the repository (never in the working tree: a repro there would race
+other work and overwrite its outputs): code, params and DVC config are copied, while data, models,
+MLflow stores, resumable state and the DVC cache are not, so every stage runs. Memory is sampled
+every 0.2 s over the whole process tree (dvc, each stage's python, prepare's worker pool):
+``peak_rss_tree_mb`` is the largest *sum* seen, ``peak_rss_process_mb`` the largest single process
+(getrusage of the waited children, exact). Stage durations come from timestamping dvc's
+"Running stage" lines. Slow (~15 min on 2 cores): run via ``python -m benchmarks --pipeline``.
+
+Run: ``python -m benchmarks.bench_pipeline [--keep]`` -> benchmarks/results/pipeline.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.timing import machine
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "pipeline.json"
+# Anchored with "/": an unanchored "data" would also drop src/facegen/data.
+NOT_COPIED = ("/.venv", "/data", "/models", "/mlruns*", "/mlartifacts", "/.facegen_state", "/.dvc/cache", "/.dvc/tmp",
+              "/reports", "/metrics", "/benchmarks/results*", ".pytest_cache", "__pycache__", "*.egg-info")
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
+
+
+def copy_repo(dest: Path) -> None:
+    """The repository's tracked *and* untracked source (git included, so dvc works), minus outputs."""
+    excludes = [arg for pattern in NOT_COPIED for arg in ("--exclude", pattern)]
+    subprocess.run(["rsync", "-a", *excludes, f"{REPO}/", f"{dest}/"], check=True)
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Sum of resident memory of a process and all its descendants (Linux /proc)."""
+    total, stack, seen = 0, [root_pid], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):  # exited meanwhile, or a kernel thread
+            continue
+    return total
+
+
+class PeakSampler(threading.Thread):
+    def __init__(self, pid: int, every_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every_s, self.peak, self.done = pid, every_s, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, tree_rss_bytes(self.pid))
+            self.done.wait(self.every_s)
+
+
+def run_repro(workdir: Path) -> dict[str, object]:
+    env = dict(os.environ)
+    env.update({"FACEGEN_REPO_ROOT": str(workdir), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlruns.db'}",
+                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})  # stages' `python` = this venv
+    env.pop("RANK", None)
+    dvc = shutil.which("dvc", path=env["PATH"]) or "dvc"
+    start = time.perf_counter()
+    proc = subprocess.Popen([dvc, "repro"], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    sampler = PeakSampler(proc.pid)
+    sampler.start()
+    stages: dict[str, float] = {}
+    current, since = None, start
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail = (tail + [line.rstrip()])[-40:]
+        if match := STAGE_LINE.search(line):
+            now = time.perf_counter()
+            if current:
+                stages[current] = round(now - since, 1)
+            current, since = match.group(1), now
+    code = proc.wait()
+    seconds = time.perf_counter() - start
+    sampler.done.set()
+    sampler.join()
+    if current:
+        stages[current] = round(time.perf_counter() - since, 1)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result: dict[str, object] = {
+        "returncode": code, "seconds": round(seconds, 1), "minutes": round(seconds / 60, 2),
+        "peak_rss_tree_mb": round(sampler.peak / 2**20, 1),
+        "peak_rss_process_mb": round(children.ru_maxrss / 1024, 1),  # Linux: KiB
+        "stage_seconds": stages,
+    }
+    if code:
+        result["output_tail"] = tail
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", action="store_true", help="keep the temp copy (its path is printed)")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="facegen-pipeline-"))
+    try:
+        copy_repo(workdir)
+        before = machine()
+        result = {"machine": before, **run_repro(workdir), "machine_after": machine(), "workdir": str(workdir)}
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    sys.exit(1 if result["returncode"] else 0)
+
+
+if __name__ == "__main__":
+    main()

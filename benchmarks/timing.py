@@ -1,0 +1,66 @@
+"""Interleaved throughput timing, shared by the benchmark scripts.
+
+The benchmark machine is shared: other jobs come and go, so two contenders timed one after the
+other can see very different machines. Each round therefore times every contender once, back to
+back and in a freshly shuffled order (no contender always runs first, or right after a slow one),
+and we report per-contender medians plus the median of the per-round *ratios* to a baseline (all
+runs of a round saw nearly the same load). CPU seconds per image (this process, all threads) are
+recorded too; with one intra-op thread they hardly move with other processes' load, while with
+several, threads spinning on a descheduled sibling inflate them.
+"""
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from typing import Callable
+
+Step = Callable[[], None]
+
+
+def interleaved(contenders: dict[str, Step], images_per_step: int, *, warmup: int, rounds: int,
+                steps: int, baseline: str) -> dict[str, dict[str, float]]:
+    """Time ``steps`` calls of every contender per round; return img/s stats and ratios to ``baseline``."""
+    for step in contenders.values():
+        for _ in range(warmup):
+            step()
+    wall: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    order = list(contenders)
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        shuffle(order)
+        for name in order:
+            step = contenders[name]
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                step()
+            wall[name].append(steps * images_per_step / (time.perf_counter() - t0))
+            cpu[name].append(steps * images_per_step / (time.process_time() - c0))
+    out = {}
+    for name in contenders:
+        ratios = [a / b for a, b in zip(wall[name], wall[baseline])]
+        out[name] = {"img_per_s_median": statistics.median(wall[name]), "img_per_s_best": max(wall[name]),
+                     "img_per_cpu_s_median": statistics.median(cpu[name]),
+                     "speedup_median": statistics.median(ratios),
+                     "speedup_cpu": statistics.median(cpu[name]) / statistics.median(cpu[baseline])}
+    return out
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on, and how busy it was."""
+    model = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def end_to_end(train_img_s: float, load_img_s: float) -> float:
+    """img/s of an epoch that loads, then trains on, each batch in one process: the times add up."""
+    return 1.0 / (1.0 / train_img_s + 1.0 / load_img_s)

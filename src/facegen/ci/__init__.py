@@ -1,0 +1,1 @@
+"""Continuous-integration helpers (the metric gate)."""

@@ -1,0 +1,227 @@
+"""The ``report`` stage: one page comparing every evaluated family, as HTML and Markdown.
+
+Inputs are the stage outputs, never the family names: families come from ``params.models``, and a
+family is in the report when its ``metrics/<family>.json`` exists (one missing is listed as such,
+the rest still render). Outputs:
+
+* ``reports/index.html``: self-contained (every image embedded as base64), opens from disk;
+* ``reports/report.md``: the same content, images linked relative to ``reports/``;
+* ``reports/comparison_reconstructions.png`` / ``comparison_samples.png`` (comparison_grids.py);
+* ``metrics/summary.json``: every family's metrics, the best family per metric, what was missing.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facegen import paths
+from facegen.config import Params
+from facegen.data.dataset import load_split
+from facegen.errors import FacegenError
+from facegen.evaluation.evaluate import write_json
+from facegen.evaluation.metric_specs import MetricSpecs, load_specs
+from facegen.reporting.compare import Row, analysis, comparison_rows, fmt
+from facegen.reporting.comparison_grids import comparison_grids
+from facegen.reporting.sweep import SWEEPS, load_sweeps, plot_sweep
+from facegen.runtime import seed_everything, setup_runtime
+
+INDEX = paths.REPORTS / "index.html"
+MARKDOWN = paths.REPORTS / "report.md"
+SUMMARY = paths.METRICS / "summary.json"
+CLASSIFIER_METRICS = paths.METRICS / "classifier.json"
+# Per-family figures in reading order (glob patterns); any other PNG follows alphabetically.
+FIGURE_ORDER = ("reconstructions.png", "samples.png", "interpolation.png", "attribute_*.png", "traversal.png",
+                "training_curves.png")
+
+
+@dataclass
+class FamilyResult:
+    family: str
+    metrics: dict[str, float]
+    notes: list[str]
+    figures: list[Path]
+
+
+@dataclass
+class Report:
+    families: list[FamilyResult]
+    missing: list[str]
+    rows: list[Row]
+    analysis: list[str]
+    classifier: dict[str, float]
+    comparison: dict[str, Path]
+    sweeps: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+
+def _figures(directory: Path) -> list[Path]:
+    found = sorted(directory.glob("*.png")) if directory.is_dir() else []
+    ordered: list[Path] = []
+    for pattern in FIGURE_ORDER:
+        ordered += [p for p in found if p.match(pattern) and p not in ordered]
+    return ordered + [p for p in found if p not in ordered]
+
+
+def _read_json(path: Path, default: object) -> object:
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def collect(families: list[str]) -> tuple[list[FamilyResult], list[str]]:
+    """Results of the families that were evaluated, and the names of those that were not."""
+    present, missing = [], []
+    for family in families:
+        if not paths.metrics_file(family).is_file():
+            missing.append(family)
+            continue
+        out_dir = paths.report_dir(family)
+        present.append(FamilyResult(family, _read_json(paths.metrics_file(family), {}),
+                                    _read_json(out_dir / "notes.json", []), _figures(out_dir)))
+    return present, missing
+
+
+def build(families: list[str], specs: MetricSpecs, comparison: dict[str, Path], notes: list[str]) -> Report:
+    present, missing = collect(families)
+    metrics = {r.family: r.metrics for r in present}
+    sweeps = [p for s in load_sweeps(SWEEPS)
+              if (p := plot_sweep(s, paths.REPORTS / f"sweep_{s['family']}.png")) is not None]
+    return Report(present, missing, comparison_rows(metrics, specs), analysis(metrics, specs),
+                  _read_json(CLASSIFIER_METRICS, {}), comparison, sweeps, notes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------
+def _intro(report: Report) -> list[str]:
+    names = ", ".join(r.family for r in report.families)
+    lines = [f"Families compared: {names}."]
+    if report.missing:
+        lines.append(f"Not evaluated (no metrics file; run `dvc repro`): {', '.join(report.missing)}.")
+    if "test_acc_mean" in report.classifier:
+        per = ", ".join(f"{k.removeprefix('test_acc_')} {100 * v:.1f}%" for k, v in report.classifier.items()
+                        if k != "test_acc_mean")
+        lines.append("Attribute classifier (scores edits; its features define fid_facegen, kid_facegen and "
+                     "precision/recall/density/coverage, which are not Inception metrics): mean test accuracy "
+                     f"{100 * report.classifier['test_acc_mean']:.1f}% ({per}).")
+    return lines
+
+
+def _cell(row: Row, family: str) -> tuple[str, bool]:
+    if family not in row.values:
+        return "–", False
+    return fmt(row.values[family]), row.best == family
+
+
+def render_markdown(report: Report) -> str:
+    fams = [r.family for r in report.families]
+    out = ["# facegen: model comparison", ""]
+    out += [*(f"{line}  " for line in _intro(report)), "", "## Analysis", ""]
+    out += [f"- {line}" for line in report.analysis] or ["- Fewer than two families share a metric."]
+    out += ["", "## Comparison (best per row in **bold** ★)", "", "| metric | " + " | ".join(fams) + " |",
+            "|---|" + "---:|" * len(fams)]
+    for row in report.rows:
+        cells = []
+        for fam in fams:
+            text, best = _cell(row, fam)
+            cells.append(f"**{text}** ★" if best else text)
+        out.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    out += ["", "## Side by side", ""]
+    out += [f"![{name}]({p.relative_to(paths.REPORTS).as_posix()})" for name, p in report.comparison.items()]
+    for sweep in report.sweeps:
+        out += ["", "## Parameter sweep", "", f"![sweep]({sweep.relative_to(paths.REPORTS).as_posix()})"]
+    if report.notes:
+        out += ["", "## Notes", "", *(f"- {n}" for n in report.notes)]
+    for r in report.families:
+        out += ["", f"## {r.family}", ""]
+        out += [f"- {n}" for n in r.notes]
+        out += [f"![{p.stem}]({p.relative_to(paths.REPORTS).as_posix()})" for p in r.figures]
+    return "\n".join(out) + "\n"
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _inline(text: str) -> str:
+    """Escape, then the two Markdown inline forms the analysis uses: **bold** and `code`."""
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
+table{border-collapse:collapse;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .6rem}
+td.num{text-align:right;font-variant-numeric:tabular-nums}td.best{background:#dff5df;font-weight:bold}
+th{background:#f3f3f3}figure{display:inline-block;margin:.5rem;vertical-align:top}
+figure img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}figcaption{font-size:.8rem;color:#555}
+"""
+
+
+def render_html(report: Report) -> str:
+    fams = [r.family for r in report.families]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>facegen report</title><style>{STYLE}</style>"
+             "</head><body><h1>facegen: model comparison</h1>"]
+    parts += [f"<p>{_inline(line)}</p>" for line in _intro(report)]
+    parts.append("<h2>Analysis</h2><ul>" + "".join(f"<li>{_inline(line)}</li>" for line in report.analysis) + "</ul>")
+    head = "".join(f"<th>{html.escape(f)}</th>" for f in fams)
+    body = []
+    for row in report.rows:
+        cells = []
+        for fam in fams:
+            text, best = _cell(row, fam)
+            cells.append(f"<td class='num{' best' if best else ''}'>{html.escape(text)}{' ★' if best else ''}</td>")
+        body.append(f"<tr><td title='{html.escape(row.metric)}'>{html.escape(row.label)}</td>{''.join(cells)}</tr>")
+    parts.append(f"<h2>Comparison</h2><p>Best per row highlighted ★ (direction from metrics_tolerances.yaml).</p>"
+                 f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>")
+    parts.append("<h2>Side by side</h2>" + "".join(_img(p, name) for name, p in report.comparison.items()))
+    for sweep in report.sweeps:
+        parts.append("<h2>Parameter sweep</h2>" + _img(sweep, sweep.stem))
+    if report.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_inline(n)}</li>" for n in report.notes) + "</ul>")
+    for r in report.families:
+        parts.append(f"<h2 id='{html.escape(r.family)}'>{html.escape(r.family)}</h2>")
+        if r.notes:
+            parts.append("<ul>" + "".join(f"<li>{_inline(n)}</li>" for n in r.notes) + "</ul>")
+        parts += [_img(p, p.stem) for p in r.figures]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def summary(report: Report) -> dict:
+    return {
+        "families": {r.family: r.metrics for r in report.families},
+        "best": {row.metric: row.best for row in report.rows if row.best is not None},
+        "missing_families": report.missing,
+        "classifier": report.classifier,
+    }
+
+
+def write_report(report: Report) -> None:
+    paths.REPORTS.mkdir(parents=True, exist_ok=True)
+    for path, text in ((INDEX, render_html(report)), (MARKDOWN, render_markdown(report))):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    write_json(summary(report), SUMMARY)
+
+
+def report_stage(params: Params) -> Report:
+    """Load what the evaluate stages wrote, draw the comparison figures, render everything."""
+    families = list(params.models)
+    evaluated = [f for f in families if paths.metrics_file(f).is_file()]
+    if not evaluated:
+        raise FacegenError(f"no evaluated family (none of {', '.join(f'metrics/{f}.json' for f in families)} "
+                           "exists): run `dvc repro` first")
+    rt = setup_runtime(params.runtime)
+    seed_everything(params.seed)
+    notes: list[str] = []
+    test = load_split(paths.PREPARED, "test", params.data.attributes)
+    comparison = comparison_grids(evaluated, test, rt, params.seed, params.evaluate.grid_size, notes)
+    report = build(families, load_specs(), comparison, notes)
+    write_report(report)
+    return report

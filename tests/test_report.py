@@ -1,0 +1,125 @@
+"""The report renders from stage outputs with every family present and with one missing; sweeps."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from facegen import paths
+from facegen.evaluation.metric_specs import load_specs
+from facegen.models import build as build_model
+from facegen.reporting.compare import analysis, comparison_rows
+from facegen.reporting.comparison_grids import comparison_grids
+from facegen.reporting.grids import save_grid
+from facegen.reporting.report import SUMMARY, build, write_report
+from facegen.reporting.sweep import plot_sweep, sweep_points
+from facegen.training.checkpoint import save_model
+from tests.conftest import make_split
+
+SPECS = load_specs(Path(__file__).resolve().parents[1] / "metrics_tolerances.yaml")
+FAMILIES = ["vae", "beta_vae", "dcgan"]
+METRICS = {
+    "vae": {"recon_mse": 0.010, "recon_psnr": 20.0, "fid_facegen": 3.0, "mig": 0.10, "num_parameters": 1e6},
+    "beta_vae": {"recon_mse": 0.020, "recon_psnr": 17.0, "fid_facegen": 4.0, "mig": 0.30, "num_parameters": 1e6},
+    "dcgan": {"recon_mse": 0.040, "recon_psnr": 14.0, "fid_facegen": 1.5, "num_parameters": 2e6},
+}
+
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch):
+    """Fake evaluate outputs (metrics, notes, a figure per family) in a throw-away repo root."""
+    monkeypatch.chdir(tmp_path)
+    for fam, values in METRICS.items():
+        paths.metrics_file(fam).parent.mkdir(parents=True, exist_ok=True)
+        paths.metrics_file(fam).write_text(json.dumps(values))
+        save_grid(torch.rand(4, 3, 8, 8), paths.report_dir(fam) / "samples.png", nrow=2)
+        (paths.report_dir(fam) / "notes.json").write_text(json.dumps([f"{fam} note"]))
+    (paths.METRICS / "classifier.json").write_text(json.dumps({"test_acc_Smiling": 0.9, "test_acc_mean": 0.9}))
+    return tmp_path
+
+
+def test_rows_mark_the_best_family_by_direction():
+    rows = {r.metric: r for r in comparison_rows(METRICS, SPECS)}
+    assert rows["recon_mse"].best == "vae"          # lower is better
+    assert rows["recon_psnr"].best == "vae"         # higher is better
+    assert rows["fid_facegen"].best == "dcgan"
+    assert rows["num_parameters"].best is None      # no direction
+    assert rows["mig"].values.keys() == {"vae", "beta_vae"}
+
+
+def test_analysis_is_written_from_the_numbers():
+    text = " ".join(analysis(METRICS, SPECS))
+    assert "dcgan is best (1.5), 2.0× lower than vae (3)" in text
+    assert "beta_vae is best (0.3), 3.0× higher than vae (0.1)" in text
+    swapped = {"vae": METRICS["beta_vae"], "beta_vae": METRICS["vae"]}
+    assert "**Reconstruction MSE**: beta_vae is best" in " ".join(analysis(swapped, SPECS))
+
+
+def _check_rendered(missing: list[str]) -> str:
+    page = paths.REPORTS.joinpath("index.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3 - len(missing)
+    assert "src=\"reports/" not in page and "<img alt" in page  # embedded, not linked
+    md = paths.REPORTS.joinpath("report.md").read_text()
+    assert "| metric |" in md and "★" in md
+    summary = json.loads(SUMMARY.read_text())
+    assert summary["missing_families"] == missing
+    return page
+
+
+def test_report_renders_with_every_family(outputs):
+    report = build(FAMILIES, SPECS, {}, ["a global note"])
+    write_report(report)
+    page = _check_rendered([])
+    for fam in FAMILIES:
+        assert f"{fam} note" in page and f"<th>{fam}</th>" in page
+    assert "mean test accuracy 90.0%" in page and "a global note" in page
+    assert json.loads(SUMMARY.read_text())["best"]["fid_facegen"] == "dcgan"
+
+
+def test_report_renders_with_a_family_missing(outputs):
+    paths.metrics_file("beta_vae").unlink()
+    write_report(build(FAMILIES, SPECS, {}, []))
+    page = _check_rendered(["beta_vae"])
+    assert "Not evaluated" in page and "<th>beta_vae</th>" not in page
+    assert "only vae has it" in page  # MIG is now a single-family metric
+
+
+def test_comparison_grids_load_trained_models(outputs, tiny_vae_cfg, rt):
+    for fam in ("vae", "beta_vae"):
+        save_model(build_model(fam, tiny_vae_cfg, 16), paths.model_file(fam))
+    notes: list[str] = []
+    out = comparison_grids(["vae", "beta_vae", "dcgan"], make_split(8, 16), rt, seed=0, n=4, notes=notes)
+    assert set(out) == {"reconstructions", "samples"} and all(p.is_file() for p in out.values())
+    assert any("dcgan" in n and "no trained model" in n for n in notes)
+
+
+EXP_SHOW = [{
+    "rev": "workspace", "name": None, "experiments": None,
+    "data": {"rev": "workspace", "timestamp": None,
+             "params": {"params.yaml": {"data": {"models": {"beta_vae": {"beta": 4.0}}}}},
+             "metrics": {"metrics/beta_vae.json": {"data": {"recon_mse": 0.02, "test_kl": 20.0, "mig": 0.2}}}},
+}, {
+    "rev": "abc1234def", "name": "main", "data": {"rev": "abc1234def", "timestamp": "2026-01-01T00:00:00",
+                                                 "params": {}, "metrics": {}},
+    "experiments": [{"name": f"exp-{b}", "revs": [{
+        "rev": f"{b}aaaaaaa", "name": f"exp-{b}", "experiments": None,
+        "data": {"rev": f"{b}aaaaaaa", "timestamp": f"2026-01-0{b}T00:00:00",
+                 "params": {"params.yaml": {"data": {"models": {"beta_vae": {"beta": float(b)}}}}},
+                 "metrics": {"metrics/beta_vae.json": {"data": {"recon_mse": 0.01 * b, "test_kl": 40.0 / b,
+                                                                "mig": 0.05 * b}}}}}]} for b in (1, 2, 8)],
+}]
+
+
+def test_sweep_points_from_dvc_exp_show_and_plot(tmp_path):
+    points = sweep_points(EXP_SHOW, "beta_vae", "models.beta_vae.beta")
+    assert [p["value"] for p in points] == [1.0, 2.0, 4.0, 8.0]
+    assert points[0]["metrics"]["test_kl"] == 40.0 and points[0]["name"] == "exp-1"
+    sweep = {"family": "beta_vae", "param": "models.beta_vae.beta", "points": points}
+    assert plot_sweep(sweep, tmp_path / "sweep.png").is_file()
+    assert plot_sweep({**sweep, "points": points[:1]}, tmp_path / "one.png") is None
+
+
+def test_single_family_analysis_says_there_is_nothing_to_compare():
+    assert analysis({"vae": METRICS["vae"]}, SPECS) == ["Only vae evaluated: nothing to compare yet."]

@@ -1,0 +1,71 @@
+"""A training stage SIGKILLed mid-run and rerun ends exactly where an uninterrupted run ends.
+
+Real subprocesses of ``stages/train.py`` on a tiny repo: one run goes straight through, another
+is killed as soon as its first epoch's resumable state lands in ``runtime.state_dir`` and is then
+rerun. The final weights must be bit-identical and the per-epoch metrics equal (timings aside).
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from facegen.training.checkpoint import safe_load
+from tests.stage_repo import make_repo, run_stage, stage_cmd, stage_env, write_prepared
+
+pytestmark = pytest.mark.slow  # three stage processes (~1 min on the 2-core CI machine)
+
+# Enough steps per epoch (100) that the kill lands inside epoch 2, not after the run finished.
+LONG_EPOCHS = {"train": 1600, "val": 32, "test": 16}
+TIMINGS = ["img_per_s", "seconds"]
+
+
+def _repo(root):
+    make_repo(root, data=False)
+    write_prepared(root, LONG_EPOCHS)
+    return root
+
+
+def _start_and_kill_after_first_epoch(root) -> None:
+    proc = subprocess.Popen(stage_cmd("train", "--family", "vae"), cwd=root, env=stage_env(root),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_dir = root / ".facegen_state"
+    deadline = time.monotonic() + 240
+    while not list(state_dir.glob("train-vae-*.pt")):
+        assert proc.poll() is None, "training ended before writing its first resumable state"
+        assert time.monotonic() < deadline, "no resumable state after 240 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    (state,) = state_dir.glob("train-vae-*.pt")
+    assert 1 <= safe_load(state)["epoch"] < 3, "killed too late to test resuming"
+    assert not (root / "models" / "vae" / "model.pt").exists()
+
+
+def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
+    straight, killed = _repo(tmp_path / "straight"), _repo(tmp_path / "killed")
+    # The uninterrupted reference runs concurrently with the run we kill.
+    reference = subprocess.Popen(stage_cmd("train", "--family", "vae"), cwd=straight, env=stage_env(straight),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _start_and_kill_after_first_epoch(killed)
+    resumed = run_stage(killed, "train", "--family", "vae")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stderr
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err
+
+    a = safe_load(straight / "models" / "vae" / "model.pt")["state_dict"]
+    b = safe_load(killed / "models" / "vae" / "model.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    log_a = pd.read_csv(straight / "metrics" / "vae_train.csv").drop(columns=TIMINGS)
+    log_b = pd.read_csv(killed / "metrics" / "vae_train.csv").drop(columns=TIMINGS)
+    pd.testing.assert_frame_equal(log_a, log_b, check_exact=True)
+    assert list(log_b["epoch"]) == [1, 2, 3]
+    # A finished run leaves no resumable state behind (a later run starts fresh).
+    assert not list((killed / ".facegen_state").glob("*.pt"))
