@@ -140,11 +140,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=4, help="train steps per round and contender")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = runtime.threads from params")
     args = ap.parse_args()
     params = load_params(args.params)
     default = params.model("dcgan")
     seed_everything(params.seed)
     rt = setup_runtime(params.runtime)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     batch = torch.rand(args.batch_size, 3, 64, 64, generator=torch.Generator().manual_seed(params.seed))
     results: dict[str, object] = {
         "device": str(rt.device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
@@ -162,8 +165,9 @@ def main() -> None:
         {"notebook": notebook_step_fn(default.nz, default.ngf, default.ndf, rt.device),
          "facegen": facegen_step_fn(default, params.data.image_size, rt)},
         batch, warmup=2, rounds=args.rounds, steps_per_round=args.steps)
+    # facegen runs its default config (loss, spectral norm, EMA); the notebook its own step at that width.
     results["default_width"] = {"nz": default.nz, "ngf": default.ngf, "ndf": default.ndf, "loss": default.loss,
-                                "spectral_norm": default.spectral_norm, **timing,
+                                "spectral_norm": default.spectral_norm, "ema_decay": default.ema_decay, **timing,
                                 "speedup_median": timing["facegen"]["median"] / timing["notebook"]["median"]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

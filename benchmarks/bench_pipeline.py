@@ -8,7 +8,7 @@ every 0.2 s over the whole process tree (dvc, each stage's python, prepare's wor
 (getrusage of the waited children, exact). Stage durations come from timestamping dvc's
 "Running stage" lines. Slow (~15 min on 2 cores): run via ``python -m benchmarks --pipeline``.
 
-Run: ``python -m benchmarks.bench_pipeline [--keep]`` -> benchmarks/results/pipeline.json.
+Run: ``python -m benchmarks.bench_pipeline [--keep] [--timeout-min M]`` -> benchmarks/results/pipeline.json.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,16 +30,22 @@ from benchmarks.timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "pipeline.json"
-# Anchored with "/": an unanchored "data" would also drop src/facegen/data.
-NOT_COPIED = ("/.venv", "/data", "/models", "/mlruns*", "/mlartifacts", "/.facegen_state", "/.dvc/cache", "/.dvc/tmp",
-              "/reports", "/metrics", "/benchmarks/results*", ".pytest_cache", "__pycache__", "*.egg-info")
+# Paths relative to the repository root that are outputs, stores or environments, not source.
+NOT_COPIED = {".venv", "data", "models", "mlartifacts", ".facegen_state", ".dvc/cache", ".dvc/tmp", "reports",
+              "metrics", "benchmarks/results", "benchmarks/results.json"}
+NOT_COPIED_ANYWHERE = ("__pycache__", ".pytest_cache", "*.egg-info", "mlruns*")
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
 def copy_repo(dest: Path) -> None:
     """The repository's tracked *and* untracked source (git included, so dvc works), minus outputs."""
-    excludes = [arg for pattern in NOT_COPIED for arg in ("--exclude", pattern)]
-    subprocess.run(["rsync", "-a", *excludes, f"{REPO}/", f"{dest}/"], check=True)
+    anywhere = shutil.ignore_patterns(*NOT_COPIED_ANYWHERE)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        rel = Path(directory).relative_to(REPO)
+        return set(anywhere(directory, names)) | {n for n in names if (rel / n).as_posix() in NOT_COPIED}
+
+    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True, dirs_exist_ok=True)
 
 
 def tree_rss_bytes(root_pid: int) -> int:
@@ -70,7 +77,7 @@ class PeakSampler(threading.Thread):
             self.done.wait(self.every_s)
 
 
-def run_repro(workdir: Path) -> dict[str, object]:
+def run_repro(workdir: Path, timeout_min: float | None) -> dict[str, object]:
     env = dict(os.environ)
     env.update({"FACEGEN_REPO_ROOT": str(workdir), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlruns.db'}",
                 "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"})  # stages' `python` = this venv
@@ -78,9 +85,18 @@ def run_repro(workdir: Path) -> dict[str, object]:
     dvc = shutil.which("dvc", path=env["PATH"]) or "dvc"
     start = time.perf_counter()
     proc = subprocess.Popen([dvc, "repro"], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+                            text=True, bufsize=1, start_new_session=True)  # its own group: killable as a whole
     sampler = PeakSampler(proc.pid)
     sampler.start()
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        os.killpg(proc.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout_min * 60, stop) if timeout_min else None
+    if timer:
+        timer.start()
     stages: dict[str, float] = {}
     current, since = None, start
     tail: list[str] = []
@@ -94,13 +110,16 @@ def run_repro(workdir: Path) -> dict[str, object]:
             current, since = match.group(1), now
     code = proc.wait()
     seconds = time.perf_counter() - start
+    if timer:
+        timer.cancel()
     sampler.done.set()
     sampler.join()
     if current:
         stages[current] = round(time.perf_counter() - since, 1)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result: dict[str, object] = {
-        "returncode": code, "seconds": round(seconds, 1), "minutes": round(seconds / 60, 2),
+        "returncode": code, "timed_out": timed_out.is_set(), "seconds": round(seconds, 1),
+        "minutes": round(seconds / 60, 2),
         "peak_rss_tree_mb": round(sampler.peak / 2**20, 1),
         "peak_rss_process_mb": round(children.ru_maxrss / 1024, 1),  # Linux: KiB
         "stage_seconds": stages,
@@ -113,12 +132,15 @@ def run_repro(workdir: Path) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", action="store_true", help="keep the temp copy (its path is printed)")
+    ap.add_argument("--timeout-min", type=float, default=None,
+                    help="kill the repro after this many minutes (stage times so far are still recorded)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facegen-pipeline-"))
     try:
         copy_repo(workdir)
         before = machine()
-        result = {"machine": before, **run_repro(workdir), "machine_after": machine(), "workdir": str(workdir)}
+        result = {"machine": before, **run_repro(workdir, args.timeout_min), "machine_after": machine(),
+                  "workdir": str(workdir)}
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -29,8 +29,10 @@ def prior(arch: str, conditional: bool = True, seed: int = 0, **kw) -> PixelCNNP
     cfg = PriorConfig(arch=arch, hidden=8, layers=3, kernel_size=3 if arch == "gated" else 5, conditional=conditional,
                       train=TrainConfig(epochs=3, batch_size=16, lr=3e-3), **kw)
     model = PixelCNNPrior(cfg, K, GRID, ATTRS)
-    if arch == "masked":  # non-trivial BatchNorm statistics, so the sampler's folded BN is exercised
-        for norm in model.net.norms:
+    with torch.no_grad():  # non-zero position maps and BatchNorm statistics, so the sampler uses them
+        for layer in model.net.layers if arch == "gated" else ():
+            layer.position.uniform_(-0.5, 0.5)
+        for norm in model.net.norms if arch == "masked" else ():
             norm.running_mean.uniform_(-0.5, 0.5)
             norm.running_var.uniform_(0.5, 2.0)
     return model.eval()

@@ -47,6 +47,8 @@ def test_rows_mark_the_best_family_by_direction():
     assert rows["fid_facegen"].best == "dcgan"
     assert rows["num_parameters"].best is None      # no direction
     assert rows["mig"].values.keys() == {"vae", "beta_vae"}
+    tied = comparison_rows({"a": {"edit_success_Smiling": 0.0}, "b": {"edit_success_Smiling": 0.0}}, SPECS)
+    assert tied[0].best is None  # a tie has no winner to mark
 
 
 def test_analysis_is_written_from_the_numbers():

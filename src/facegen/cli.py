@@ -189,10 +189,12 @@ def attribute_direction(model: GenerativeModel, attr: str, args: argparse.Namesp
 def sample_conditions(model: GenerativeModel, wanted: dict[str, float], args: argparse.Namespace) -> torch.Tensor:
     """(n, A) attribute rows for a conditional sampler: the ``--attr`` values, the rest as in real faces.
 
-    Unnamed attributes are copied from randomly drawn training faces, so asking for Smiling=1 keeps
-    every other attribute at its natural frequency instead of forcing it off.
+    A model whose ``sample`` uses ``attrs`` says so with ``sample_attributes`` (the names, in column
+    order; empty: it ignores them). Unnamed attributes are copied from randomly drawn
+    training faces, so asking for Smiling=1 keeps every other attribute at its natural frequency
+    instead of forcing it off.
     """
-    names = tuple(getattr(model, "sample_attributes", ()))
+    names = model.sample_attributes
     if not names:
         raise FacegenError(f"{model.family} samples cannot be conditioned on attributes (its sampler takes "
                            "none); conditional sampling needs a vqvae with a conditional prior (prior.conditional)")
@@ -292,7 +294,8 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  from: MLflow run {run['run_id']} (git {run['git_commit'][:10]}, params hash {run['params_hash']})"
               if run else "  from: no MLflow training run found in the tracking store")
         metrics = info["metrics"]
-        text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())) if metrics else \
+        text = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                         for k, v in sorted(metrics.items())) if metrics else \
             f"none yet (run `dvc repro evaluate@{family}`)"
         print(textwrap.fill(f"metrics: {text}", width=100, initial_indent="  ", subsequent_indent="    "))
     if others:

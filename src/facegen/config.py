@@ -167,6 +167,7 @@ class PriorConfig:
     hidden: int = field(default=64, metadata=rng(ge=1))
     layers: int = field(default=8, metadata=rng(ge=1))
     kernel_size: int = field(default=3, metadata=rng(ge=3))  # the notebook's masked arch used 7
+    positional: bool = True  # gated only: a learned per-layer position bias (faces are aligned)
     conditional: bool = True
     temperature: float = field(default=1.0, metadata=rng(gt=0))
     train: TrainConfig = TrainConfig()

@@ -71,11 +71,11 @@ def load_split(prepared: Path, split: str, attributes: tuple[str, ...]) -> FaceS
         raise DataError(f"{attrs_csv} lacks attributes {missing}: rerun `dvc repro prepare` after changing data.attributes")
     if len(table) != images.shape[0]:
         raise DataError(f"{attrs_csv} has {len(table)} {split} rows but {npy} has {images.shape[0]} images: rerun prepare")
-    attrs = torch.from_numpy(table[list(attributes)].to_numpy(np.float32))
+    attrs = torch.from_numpy(table[list(attributes)].to_numpy(np.float32, copy=True))
     factors, factor_names = None, ()
     factors_csv = prepared / "factors.csv"
     if factors_csv.is_file():
         ft = pd.read_csv(factors_csv)
         ft = ft[ft["split"] == split].drop(columns=["image_id", "split"])
-        factors, factor_names = torch.from_numpy(ft.to_numpy(np.float32)), tuple(ft.columns)
+        factors, factor_names = torch.from_numpy(ft.to_numpy(np.float32, copy=True)), tuple(ft.columns)
     return FaceSplit(images, attrs, tuple(attributes), factors, factor_names)

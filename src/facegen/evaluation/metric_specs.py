@@ -44,11 +44,13 @@ class MetricSpec:
         return self.gate and self.worsening(old, new) > self.allowed(old)
 
     def best(self, values: dict[str, float]) -> str | None:
-        """Key of the best value; None when the metric has no direction or no values."""
+        """Key of the single best value; None without a direction, without values, or on a tie."""
         if self.direction == "none" or not values:
             return None
-        pick = max if self.direction == "higher" else min
-        return pick(values, key=values.__getitem__)
+        ranked = sorted(values, key=values.__getitem__, reverse=self.direction == "higher")
+        if len(ranked) > 1 and values[ranked[0]] == values[ranked[1]]:
+            return None
+        return ranked[0]
 
 
 def _spec(base: MetricSpec, data: Any, where: str) -> MetricSpec:

@@ -73,6 +73,11 @@ class GenerativeModel(nn.Module, ABC):
     def sample(self, n: int, generator: torch.Generator, attrs: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` new images in [0, 1]. ``attrs`` conditions families that support it; others ignore it."""
 
+    @property
+    def sample_attributes(self) -> tuple[str, ...]:
+        """Attribute names ``sample(..., attrs)`` conditions on, in column order; () = it ignores attrs."""
+        return ()
+
     def latent_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Draw ``n`` latents from the prior that ``decode`` expects (start points for GAN-style edits)."""
         raise NotImplementedError(f"{self.family} has no continuous latent prior")

@@ -151,7 +151,7 @@ class DCGAN(GenerativeModel):
                       lr=cfg.inversion_lr, rng=torch.Generator().manual_seed(INVERSION_SEED)).z
 
     # -- training -------------------------------------------------------------------------------
-    def _d_losses(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def _d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         if self.cfg.loss == "hinge":
             return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
         return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
@@ -175,7 +175,7 @@ class DCGAN(GenerativeModel):
         opts["d"].zero_grad(set_to_none=True)
         d_real = self.d(real).flatten()
         d_fake = self.d(fake.detach()).flatten()
-        loss_d = self._d_losses(d_real, d_fake)
+        loss_d = self._d_loss(d_real, d_fake)
         loss_d.backward()
         opts["d"].step()
 
@@ -192,7 +192,7 @@ class DCGAN(GenerativeModel):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * g, for every parameter (buffers: see calibrate)."""
+        """ema <- decay * ema + (1 - decay) * g, for every parameter (buffers: calibrate_batchnorm)."""
         if self.g_ema is None:
             return
         for e, p in zip(self.g_ema.parameters(), self.g.parameters()):

@@ -53,7 +53,7 @@ def draw(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float) -> to
 # Gated PixelCNN
 # ------------------------------------------------------------------------------------------------
 class GatedLayer(nn.Module):
-    def __init__(self, hidden: int, kernel: int, num_attrs: int) -> None:
+    def __init__(self, hidden: int, kernel: int, num_attrs: int, grid: tuple[int, int] | None) -> None:
         super().__init__()
         self.k2 = kernel // 2
         self.vertical = nn.Conv2d(hidden, 2 * hidden, (self.k2 + 1, kernel))
@@ -61,12 +61,17 @@ class GatedLayer(nn.Module):
         self.v_to_h = nn.Conv2d(2 * hidden, 2 * hidden, 1)
         self.h_out = nn.Conv2d(hidden, hidden, 1)
         self.cond = nn.Linear(num_attrs, 2 * hidden, bias=False) if num_attrs else None
+        self.position = nn.Parameter(torch.zeros(1, 2 * hidden, *grid)) if grid else None
 
-    def cond_bias(self, attrs: torch.Tensor | None) -> torch.Tensor | float:
-        return 0.0 if self.cond is None or attrs is None else self.cond(attrs)[:, :, None, None]
+    def bias(self, attrs: torch.Tensor | None) -> torch.Tensor:
+        """What conditions the gates of this layer, broadcastable to (N, 2·hidden, H, W): the
+        attribute embedding (N, 2h, 1, 1) plus the learned position map (1, 2h, H, W)."""
+        c = self.v_to_h.bias.new_zeros(1, self.v_to_h.out_channels, 1, 1)
+        if self.cond is not None and attrs is not None:
+            c = c + self.cond(attrs)[:, :, None, None]
+        return c if self.position is None else c + self.position
 
-    def forward(self, v: torch.Tensor, h: torch.Tensor, c: torch.Tensor | float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, v: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k2 = self.k2
         v_pre = self.vertical(F.pad(v, (k2, k2, k2, 0)))
         h_pre = self.horizontal(F.pad(h, (k2, 0, 0, 0))) + self.v_to_h(v_pre)
@@ -74,10 +79,11 @@ class GatedLayer(nn.Module):
 
 
 class GatedPixelCNN(nn.Module):
-    def __init__(self, num_codes: int, hidden: int, layers: int, kernel: int, num_attrs: int) -> None:
+    def __init__(self, num_codes: int, hidden: int, layers: int, kernel: int, num_attrs: int,
+                 grid: tuple[int, int] | None) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_codes, hidden)
-        self.layers = nn.ModuleList(GatedLayer(hidden, kernel, num_attrs) for _ in range(layers))
+        self.layers = nn.ModuleList(GatedLayer(hidden, kernel, num_attrs, grid) for _ in range(layers))
         self.head = nn.Conv2d(hidden, num_codes, 1)
 
     def forward(self, codes: torch.Tensor, attrs: torch.Tensor | None) -> torch.Tensor:
@@ -87,7 +93,7 @@ class GatedPixelCNN(nn.Module):
         v = F.pad(x, (0, 0, 1, 0))[:, :, :h_]   # row i holds row i-1: strictly above
         h = F.pad(x, (1, 0, 0, 0))[..., :w_]    # column j holds column j-1: strictly left
         for layer in self.layers:
-            v, h = layer(v, h, layer.cond_bias(attrs))
+            v, h = layer(v, h, layer.bias(attrs))
         return self.head(F.relu(h))
 
     @torch.inference_mode()
@@ -102,7 +108,7 @@ class GatedPixelCNN(nn.Module):
         hin = [param.new_zeros(n, k2 + cols, hid) for _ in self.layers]
         h_weights = [(layer.horizontal.weight[:, :, 0].permute(0, 2, 1).reshape(2 * hid, -1),
                       layer.horizontal.bias) for layer in self.layers]
-        conds = [layer.cond_bias(attrs) for layer in self.layers]
+        conds = [layer.bias(attrs).expand(n, -1, rows, cols) for layer in self.layers]
         head_w, head_b = self.head.weight.flatten(1), self.head.bias
         codes = torch.zeros(n, rows, cols, dtype=torch.long, device=param.device)
         for i in range(rows):
@@ -110,8 +116,8 @@ class GatedPixelCNN(nn.Module):
             for li, layer in enumerate(self.layers):
                 v_pre = layer.vertical(vin[li][:, :, i:i + k2 + 1])
                 if li + 1 < len(self.layers):
-                    vin[li + 1][:, :, k2 + i, k2:k2 + cols] = gate(v_pre + conds[li])[:, :, 0]
-                vh.append((layer.v_to_h(v_pre) + conds[li])[:, :, 0].transpose(1, 2))
+                    vin[li + 1][:, :, k2 + i, k2:k2 + cols] = gate(v_pre + conds[li][:, :, i:i + 1])[:, :, 0]
+                vh.append((layer.v_to_h(v_pre) + conds[li][:, :, i:i + 1])[:, :, 0].transpose(1, 2))
             for j in range(cols):
                 for li, layer in enumerate(self.layers):
                     w, b = h_weights[li]
@@ -195,9 +201,6 @@ class MaskedPixelCNN(nn.Module):
         return codes
 
 
-ARCHS: dict[str, type[nn.Module]] = {"gated": GatedPixelCNN, "masked": MaskedPixelCNN}
-
-
 # ------------------------------------------------------------------------------------------------
 # The trainable prior
 # ------------------------------------------------------------------------------------------------
@@ -221,7 +224,12 @@ class PixelCNNPrior(nn.Module):
         self.grid = tuple(grid)
         self.attr_names = tuple(attr_names) if cfg.conditional else ()
         a = len(self.attr_names)
-        self.net = ARCHS[cfg.arch](num_codes, cfg.hidden, cfg.layers, cfg.kernel_size, a)
+        self.net: GatedPixelCNN | MaskedPixelCNN
+        if cfg.arch == "gated":
+            self.net = GatedPixelCNN(num_codes, cfg.hidden, cfg.layers, cfg.kernel_size, a,
+                                     self.grid if cfg.positional else None)
+        else:
+            self.net = MaskedPixelCNN(num_codes, cfg.hidden, cfg.layers, cfg.kernel_size, a)
         rows = attr_rows if attr_rows is not None else torch.zeros(1, a)
         probs = attr_probs if attr_probs is not None else torch.ones(1)
         self.register_buffer("attr_rows", rows.float(), persistent=False)

@@ -55,7 +55,7 @@ def _comparison(best: str, b: float, second: str, s: float, direction: str) -> s
         ratio = max(abs(b), abs(s)) / min(abs(b), abs(s))
         if ratio >= 1.5:
             return f"{best} is best ({fmt(b)}), {ratio:.1f}× {direction} than {second} ({fmt(s)})"
-        return f"{best} is best ({fmt(b)}), ahead of {second} ({fmt(s)}) by {fmt(diff)} ({100 * diff / abs(s):.1f}%)"
+        return f"{best} is best ({fmt(b)}), ahead of {second} ({fmt(s)}) by {fmt(diff)} ({100 * diff / abs(s):.2g}%)"
     return f"{best} is best ({fmt(b)}), ahead of {second} ({fmt(s)}) by {fmt(diff)}"
 
 
@@ -69,17 +69,16 @@ def analysis(metrics: dict[str, dict[str, float]], specs: MetricSpecs) -> list[s
         spec = specs(row.metric)
         if not spec.summary or spec.direction == "none":
             continue
-        if row.best is None:
-            if len(row.values) == 1:
-                (fam, value), = row.values.items()
-                lines.append(f"**{row.label}**: only {fam} has it ({fmt(value)}).")
+        if len(row.values) == 1:
+            (fam, value), = row.values.items()
+            lines.append(f"**{row.label}**: only {fam} has it ({fmt(value)}).")
             continue
         ranked = sorted(row.values.items(), key=lambda kv: kv[1], reverse=spec.direction == "higher")
         (best, b), (second, s) = ranked[0], ranked[1]
-        wins[best].append(row.label)
-        if b == s:
+        if row.best is None:  # tie at the top
             lines.append(f"**{row.label}**: {best} and {second} tie ({fmt(b)}).")
             continue
+        wins[best].append(row.label)
         lines.append(f"**{row.label}**: {_comparison(best, b, second, s, spec.direction)}.")
     contested = sum(len(v) for v in wins.values())
     if contested:

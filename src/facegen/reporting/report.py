@@ -193,11 +193,14 @@ def render_html(report: Report) -> str:
 
 
 def summary(report: Report) -> dict:
+    """The comparison's outcome for machines. The metrics themselves stay in metrics/<family>.json
+    (repeating them here would list every number twice in `dvc metrics show`)."""
+    best = {row.metric: row.best for row in report.rows if row.best is not None}
     return {
-        "families": {r.family: r.metrics for r in report.families},
-        "best": {row.metric: row.best for row in report.rows if row.best is not None},
+        "best": best,
+        "wins": {r.family: sum(1 for b in best.values() if b == r.family) for r in report.families},
+        "evaluated": [r.family for r in report.families],
         "missing_families": report.missing,
-        "classifier": report.classifier,
     }
 
 
