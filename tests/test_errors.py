@@ -286,6 +286,21 @@ def test_disk_full_while_saving_leaves_no_partial_file(failing_save, tmp_path, m
         assert len(states) == 1 and safe_load(states[0])["epoch"] == 3
 
 
+def test_ctrl_c_is_one_line_without_traceback(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", UNREACHABLE)
+    root = make_repo(tmp_path)
+
+    def interrupted(obj, fh, *args, **kwargs):  # noqa: ANN001, ANN202
+        fh.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of writing epoch 1's state
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted)
+    code, err = run(root, monkeypatch, capfd, "train", "--family", "vae")
+    assert code == 130
+    assert "interrupted; rerun the stage to continue" in error_line(err)
+    assert files_under(root / "models") == [] and files_under(root / ".facegen_state") == []
+
+
 # -- tracking ---------------------------------------------------------------------------------------
 def test_mlflow_unreachable_stage_completes_and_warns_once(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", UNREACHABLE)

@@ -42,6 +42,10 @@ def stage_main(description: str, body: Callable[[Params, argparse.Namespace], No
     except OSError as err:
         print(f"error: {os_error_message(err)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the stage to continue (training resumes after its last completed epoch)",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def os_error_message(err: OSError) -> str:

@@ -12,8 +12,14 @@ Two architectures model p(code map) = Π p(c_ij | codes before (i, j) in raster 
 * ``masked``: the notebook's reference, a stack of masked 7x7 convs (first type A, then type B),
   each followed by BatchNorm and ReLU. Its receptive field has the classic blind spot.
 
-Optional conditioning on binary attributes: a learned linear embedding of the attribute vector is
-added to the pre-activations of every layer (the paper's conditional PixelCNN).
+Gate pre-activations of every gated layer can take two learned biases (the paper's conditional
+PixelCNN, with global and location-dependent conditioning):
+
+* attributes (``conditional``): a linear embedding of the binary attribute vector;
+* position (``positional``): a map over the code grid. Faces are aligned, so what a code means
+  depends strongly on where it is; without this a PixelCNN can only infer position from the zero
+  padding. On the default data, after one epoch at the notebook's learning rate, it cut test NLL
+  from 3.89 to 3.65 bits/code and turned texture samples into centred head shapes.
 
 Sampling is incremental. Every activation at position p depends only on codes before p, so once
 computed it never changes as later codes are drawn; the sampler keeps per-layer activation caches
