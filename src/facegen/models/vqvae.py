@@ -118,6 +118,11 @@ class VQVAE(GenerativeModel):
                                "rerun `dvc repro fit_prior`")
         self._companions["prior"] = prior.to(self.decoder[0].weight.device).eval()
 
+    @property
+    def sample_attributes(self) -> tuple[str, ...]:
+        """The conditional prior's attributes (what ``sample(..., attrs)`` uses); () without a prior."""
+        return tuple(self._companions["prior"].attr_names) if "prior" in self._companions else ()
+
     def load_companions(self, models_root: Path) -> None:
         from facegen.training.prior import load_prior  # training imports models: import at call time
 
