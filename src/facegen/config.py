@@ -156,8 +156,8 @@ class DCGANConfig:
     beta1: float = field(default=0.5, metadata=rng(ge=0, lt=1))
     # GAN inversion (encode = latent optimisation): Adam steps per restart, random restarts, step size.
     inversion_steps: int = field(default=200, metadata=rng(ge=1))
-    inversion_restarts: int = field(default=4, metadata=rng(ge=1))
-    inversion_lr: float = field(default=0.05, metadata=rng(gt=0))
+    inversion_restarts: int = field(default=2, metadata=rng(ge=1))
+    inversion_lr: float = field(default=0.1, metadata=rng(gt=0))
     train: TrainConfig = TrainConfig(lr=2e-4)
 
 
