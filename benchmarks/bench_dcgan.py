@@ -120,18 +120,34 @@ def facegen_step_fn(cfg: DCGANConfig, image_size: int, rt: Runtime) -> Callable[
 
 def images_per_second(steps: dict[str, Callable[[torch.Tensor], None]], batch: torch.Tensor, *, warmup: int,
                       rounds: int, steps_per_round: int) -> dict[str, dict[str, float]]:
-    """Interleaved timing: each round times every contender once, in the same conditions."""
+    """Interleaved timing: each round times every contender once, in the same conditions.
+
+    ``median``/``best`` are wall-clock images/s. ``per_cpu_second`` divides by this process's CPU
+    time instead: on a machine shared with other jobs it is the steadier number, and with one
+    thread it approximates the wall-clock rate of an idle machine.
+    """
     for fn in steps.values():
         for _ in range(warmup):
             fn(batch)
-    per_round: dict[str, list[float]] = {name: [] for name in steps}
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
+    images = steps_per_round * batch.shape[0]
     for _ in range(rounds):
         for name, fn in steps.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps_per_round):
                 fn(batch)
-            per_round[name].append(steps_per_round * batch.shape[0] / (time.perf_counter() - t0))
-    return {name: {"median": statistics.median(v), "best": max(v)} for name, v in per_round.items()}
+            wall[name].append(images / (time.perf_counter() - t0))
+            cpu[name].append(images / (time.process_time() - c0))
+    return {name: {"median": statistics.median(wall[name]), "best": max(wall[name]),
+                   "per_cpu_second": statistics.median(cpu[name])} for name in steps}
+
+
+def comparison(timing: dict[str, dict[str, float]]) -> dict[str, float]:
+    """facegen / notebook throughput ratios (> 1: facegen is faster)."""
+    f, n = timing["facegen"], timing["notebook"]
+    return {"speedup_median": f["median"] / n["median"],
+            "speedup_per_cpu_second": f["per_cpu_second"] / n["per_cpu_second"]}
 
 
 def main() -> None:
@@ -159,8 +175,7 @@ def main() -> None:
         {"notebook": notebook_step_fn(100, 64, 64, rt.device),
          "facegen": facegen_step_fn(equal, 64, rt)},
         batch, warmup=2, rounds=args.rounds, steps_per_round=args.steps)
-    results["equal_width"] = {"nz": 100, "ngf": 64, "ndf": 64, **timing,
-                              "speedup_median": timing["facegen"]["median"] / timing["notebook"]["median"]}
+    results["equal_width"] = {"nz": 100, "ngf": 64, "ndf": 64, **timing, **comparison(timing)}
     timing = images_per_second(
         {"notebook": notebook_step_fn(default.nz, default.ngf, default.ndf, rt.device),
          "facegen": facegen_step_fn(default, params.data.image_size, rt)},
@@ -168,7 +183,7 @@ def main() -> None:
     # facegen runs its default config (loss, spectral norm, EMA); the notebook its own step at that width.
     results["default_width"] = {"nz": default.nz, "ngf": default.ngf, "ndf": default.ndf, "loss": default.loss,
                                 "spectral_norm": default.spectral_norm, "ema_decay": default.ema_decay, **timing,
-                                "speedup_median": timing["facegen"]["median"] / timing["notebook"]["median"]}
+                                **comparison(timing)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -178,5 +178,6 @@ def test_family_analyses_writes_diversity_figure(cfg, rt, tmp_path):
                       classifier=BrightnessClassifier())
     metrics = model.family_analyses(ctx)
     assert (tmp_path / "diversity.png").is_file()
-    assert {"sample_diversity_ratio", "sample_diversity_ratio_features", "d_real_test", "d_fake"} <= set(metrics)
+    expected = {"sample_diversity_ratio", "sample_diversity_ratio_features", "d_real_test", "d_fake_samples"}
+    assert expected <= set(metrics)
     assert metrics["sample_diversity_ratio"] > 0 and ctx.notes
