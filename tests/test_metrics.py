@@ -173,3 +173,16 @@ def test_new_analyses_run_on_a_tiny_vae(tiny_vae_cfg, rt, tmp_path):
     assert {"mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness"} == set(disentanglement(ctx))
     ctx.classifier = None
     assert sample_quality(ctx) == {}
+
+
+def test_chunked_ssim_equals_torchmetrics_on_the_whole_batch():
+    """Evaluation computes SSIM in chunks to bound memory; the mean must not change."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from facegen.evaluation.analyses import _ssim
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(37, 3, 16, 16, generator=gen)
+    y = (x + 0.2 * torch.rand(37, 3, 16, 16, generator=gen)).clamp(0, 1)
+    whole = structural_similarity_index_measure(y, x, data_range=1.0)
+    assert torch.allclose(_ssim(y, x, chunk=8), whole, atol=1e-6)

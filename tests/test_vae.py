@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from facegen.models import build
+from facegen.models.base import Batch
 from facegen.runtime import seed_everything
 from facegen.training.checkpoint import load_model, save_model
 from facegen.training.loop import fit
@@ -30,7 +31,7 @@ def test_too_many_layers_for_image_size(tiny_vae_cfg):
 def test_beta_weights_only_the_kl(tiny_vae_cfg):
     torch.manual_seed(0)
     model = build("vae", tiny_vae_cfg, 16)
-    x = torch.rand(4, 3, 16, 16)
+    x = Batch(torch.rand(4, 3, 16, 16), torch.zeros(4, 0))
     torch.manual_seed(1)
     a = model.losses(x)
     model.cfg = dataclasses.replace(tiny_vae_cfg, beta=4.0)

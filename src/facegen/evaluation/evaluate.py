@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import time
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def evaluate_family(params: Params, family: str) -> dict[str, float]:
             if capability is None or capability in model.capabilities:
                 t0 = time.perf_counter()
                 metrics.update(analysis(ctx))
-                log.info("%s: %s (%.1f s)", family, analysis.__name__, time.perf_counter() - t0)
+                # Peak RSS so far (Linux: KiB): tells which analysis sets the stage's memory high-water mark.
+                log.info("%s: %s (%.1f s, peak RSS %.0f MB)", family, analysis.__name__, time.perf_counter() - t0,
+                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             else:
                 ctx.notes.append(f"{analysis.__name__} skipped: {family} declares no '{capability}' capability.")
         metrics.update(model.family_analyses(ctx))

@@ -33,6 +33,38 @@ class Batch:
     attrs: torch.Tensor
 
 
+class SingleLossTraining:
+    """The training surface of a model fitted by one Adam on one scalar loss.
+
+    VAE, VQ-VAE, the PixelCNN prior and the attribute classifier all train this way (only the GAN
+    does not), so they implement ``losses(batch)`` and inherit the rest: list this class before
+    ``nn.Module``/``GenerativeModel`` in the bases so its methods win. ``losses`` must return a
+    ``"loss"`` entry to minimise; every other entry is only logged.
+    """
+
+    cfg: Any  # needs ``cfg.train.lr``
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": torch.optim.Adam(self.parameters(), lr=self.cfg.train.lr)}  # type: ignore[attr-defined]
+
+    def train_step(self, batch: Batch, opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        opt = opts["adam"]
+        opt.zero_grad(set_to_none=True)
+        out = self.losses(batch)
+        out["loss"].backward()
+        opt.step()
+        return {k: v.detach() for k, v in out.items()}
+
+    def val_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.losses(batch)
+
+    def epoch_end(self, epoch: int) -> dict[str, torch.Tensor]:
+        return {}
+
+
 class GenerativeModel(nn.Module, ABC):
     """Base class for VAE, β-VAE, VQ-VAE and DCGAN systems."""
 

@@ -26,16 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegen.config import ClassifierConfig, from_dict, to_dict
-from facegen.errors import CheckpointError
-from facegen.models.base import Batch
-from facegen.training.checkpoint import atomic_save, load_weights, safe_load
+from facegen.models.base import Batch, SingleLossTraining
+from facegen.training.checkpoint import atomic_save, load_checkpoint, load_weights
 
 CLASSIFIER_FORMAT = "facegen-classifier/1"
 STAGES = 4  # stride-2 conv stages: 64 px -> 4 px
 INFERENCE_CHUNK = 256  # images per forward in predict_proba/features: bounds memory for large batches
 
 
-class AttributeClassifier(nn.Module):
+class AttributeClassifier(SingleLossTraining, nn.Module):
     """Conv(3x3, stride 2)-BN-ReLU x 4 (widths w, 2w, 4w, 8w), global average pool, linear head."""
 
     family = "classifier"  # the name the training loop shows in its progress bar
@@ -76,28 +75,11 @@ class AttributeClassifier(nn.Module):
         return self._infer(images, lambda x: self.body(x * 2 - 1))
 
     # -- the surface training.loop.fit calls ---------------------------------------------------
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(self.parameters(), lr=self.cfg.train.lr)}
-
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self(batch.images).float()
         loss = F.binary_cross_entropy_with_logits(logits, batch.attrs)
         acc = ((logits > 0).float() == batch.attrs).float().mean()
         return {"loss": loss, "acc": acc}
-
-    def train_step(self, batch: Batch, opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        opt = opts["adam"]
-        opt.zero_grad(set_to_none=True)
-        out = self.losses(batch)
-        out["loss"].backward()
-        opt.step()
-        return {k: v.detach() for k, v in out.items()}
-
-    def val_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.losses(batch)
-
-    def epoch_end(self, epoch: int) -> dict[str, torch.Tensor]:
-        return {}
 
 
 def save_classifier(model: AttributeClassifier, path: Path) -> None:
@@ -107,9 +89,7 @@ def save_classifier(model: AttributeClassifier, path: Path) -> None:
 
 def load_classifier(path: Path, device: str | torch.device = "cpu") -> AttributeClassifier:
     """The trained classifier in eval mode, frozen (it is an instrument, never trained further)."""
-    ckpt = safe_load(path, device)
-    if ckpt["format"] != CLASSIFIER_FORMAT:
-        raise CheckpointError(f"{path} is a {ckpt['format']} file, not an attribute classifier")
+    ckpt = load_checkpoint(path, CLASSIFIER_FORMAT, "an attribute classifier", device)
     cfg = from_dict(ClassifierConfig, ckpt["config"], f"{path}:config")
     model = AttributeClassifier(ckpt["attributes"], cfg, ckpt["image_size"])
     load_weights(model, ckpt["state_dict"], path)

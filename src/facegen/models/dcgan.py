@@ -269,7 +269,7 @@ def _pairwise(x: torch.Tensor) -> torch.Tensor:
 
 
 def _plot_diversity(dists: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path) -> None:
-    from facegen.reporting.grids import plt  # headless pyplot, imported only when evaluating
+    from facegen.reporting.grids import plt, save_figure  # headless pyplot, imported only when evaluating
 
     fig, axes = plt.subplots(1, len(dists), figsize=(5 * len(dists), 3.6), squeeze=False)
     for ax, (name, (r, f)) in zip(axes[0], dists.items()):
@@ -281,7 +281,4 @@ def _plot_diversity(dists: dict[str, tuple[torch.Tensor, torch.Tensor]], path: P
         ax.legend(fontsize=8)
     fig.suptitle("DCGAN sample diversity: sample pairs closer than real pairs (histogram shifted left) "
                  "flag mode collapse or washed-out samples", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegen.config import PriorConfig
-from facegen.models.base import Batch
+from facegen.models.base import Batch, SingleLossTraining
 
 
 def gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -210,7 +210,7 @@ class MaskedPixelCNN(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # The trainable prior
 # ------------------------------------------------------------------------------------------------
-class PixelCNNPrior(nn.Module):
+class PixelCNNPrior(SingleLossTraining, nn.Module):
     """A prior over (H, W) maps of ``num_codes`` codes, optionally conditioned on attributes.
 
     It exposes the training surface of the family interface (``optimizers``, ``train_step``,
@@ -259,27 +259,10 @@ class PixelCNNPrior(nn.Module):
         return ce.flatten(1).sum(1)
 
     # -- training surface of the shared loop ----------------------------------------------------
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(self.parameters(), lr=self.cfg.train.lr)}
-
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         codes = batch.images
         nats = F.cross_entropy(self.logits(codes, batch.attrs).float(), codes)
         return {"loss": nats, "bits_per_code": nats / math.log(2)}
-
-    def train_step(self, batch: Batch, opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        opt = opts["adam"]
-        opt.zero_grad(set_to_none=True)
-        out = self.losses(batch)
-        out["loss"].backward()
-        opt.step()
-        return {k: v.detach() for k, v in out.items()}
-
-    def val_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.losses(batch)
-
-    def epoch_end(self, epoch: int) -> dict[str, torch.Tensor]:
-        return {}
 
     # -- sampling -------------------------------------------------------------------------------
     def sample_codes(self, n: int, generator: torch.Generator, attrs: torch.Tensor | None = None,

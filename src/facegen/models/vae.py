@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegen.config import VAEConfig
-from facegen.models.base import EDIT, ENCODE, LIKELIHOOD, RECONSTRUCT, TRAVERSE, Batch, GenerativeModel
+from facegen.models.base import (EDIT, ENCODE, LIKELIHOOD, RECONSTRUCT, TRAVERSE, Batch, GenerativeModel,
+                                 SingleLossTraining)
 
 
 def _encoder(widths: tuple[int, ...]) -> nn.Sequential:
@@ -45,7 +46,7 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
 
 
-class VAE(GenerativeModel):
+class VAE(SingleLossTraining, GenerativeModel):
     capabilities: ClassVar[frozenset[str]] = frozenset({ENCODE, RECONSTRUCT, EDIT, TRAVERSE, LIKELIHOOD})
 
     def __init__(self, family: str, cfg: VAEConfig, image_size: int) -> None:
@@ -60,9 +61,6 @@ class VAE(GenerativeModel):
         self.fc_logvar = nn.Linear(flat, cfg.latent_dim)
         self.decoder_input = nn.Linear(cfg.latent_dim, flat)
         self.decoder = _decoder(cfg.widths)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(self.parameters(), lr=self.cfg.train.lr)}
 
     # -- latent space -------------------------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +83,8 @@ class VAE(GenerativeModel):
         return self.decode(self.latent_prior(n, generator))
 
     # -- training -------------------------------------------------------------------------------
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x = batch.images
         mu, logvar = self.posterior(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         recon = self.decode(z).float()
@@ -93,17 +92,6 @@ class VAE(GenerativeModel):
         rec = F.mse_loss(recon, x.float(), reduction="sum") / n
         kl = kl_per_dim(mu.float(), logvar.float()).sum() / n
         return {"loss": rec + self.cfg.beta * kl, "recon": rec, "kl": kl, "elbo": -(rec + kl)}
-
-    def train_step(self, batch: Batch, opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        opt = opts["adam"]
-        opt.zero_grad(set_to_none=True)
-        out = self.losses(batch.images)
-        out["loss"].backward()
-        opt.step()
-        return {k: v.detach() for k, v in out.items()}
-
-    def val_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.losses(batch.images)
 
     # -- likelihood -----------------------------------------------------------------------------
     def nll_bits_per_dim(self, x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

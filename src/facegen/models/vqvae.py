@@ -31,7 +31,7 @@ from torch import nn
 
 from facegen.config import VQVAEConfig
 from facegen.errors import FacegenError
-from facegen.models.base import EDIT, ENCODE, RECONSTRUCT, Batch, GenerativeModel
+from facegen.models.base import EDIT, ENCODE, RECONSTRUCT, Batch, GenerativeModel, SingleLossTraining
 from facegen.models.pixelcnn import PixelCNNPrior
 from facegen.models.quantize import VectorQuantizer
 from facegen.runtime import eval_mode
@@ -59,7 +59,7 @@ class ResidualStack(nn.Module):
         return F.relu(x)
 
 
-class VQVAE(GenerativeModel):
+class VQVAE(SingleLossTraining, GenerativeModel):
     capabilities: ClassVar[frozenset[str]] = frozenset({ENCODE, RECONSTRUCT, EDIT})
 
     def __init__(self, family: str, cfg: VQVAEConfig, image_size: int) -> None:
@@ -83,9 +83,6 @@ class VQVAE(GenerativeModel):
         # Companions are kept out of the module tree: the VQ-VAE checkpoint stays the VQ-VAE's alone.
         self._companions: dict[str, PixelCNNPrior] = {}
         self._prior_metrics: dict[str, float] = {}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"adam": torch.optim.Adam(self.parameters(), lr=self.cfg.train.lr)}
 
     # -- latent space ---------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,22 +135,12 @@ class VQVAE(GenerativeModel):
             return self.decode_codes(self.prior.sample_codes(n, generator, attrs))
 
     # -- training -------------------------------------------------------------------------------
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x = batch.images
         vq = self.quantizer(self.encode(x))
         recon = F.mse_loss(self.decoder(vq.quantized).float(), x.float())
         return {"loss": recon + vq.loss, "recon_mse": recon, "commitment": vq.commitment,
                 "perplexity": vq.perplexity, "codes_used_frac": vq.used_frac}
-
-    def train_step(self, batch: Batch, opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        opt = opts["adam"]
-        opt.zero_grad(set_to_none=True)
-        out = self.losses(batch.images)
-        out["loss"].backward()
-        opt.step()
-        return {k: v.detach() for k, v in out.items()}
-
-    def val_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.losses(batch.images)
 
     # -- evaluation -----------------------------------------------------------------------------
     def family_analyses(self, ctx: EvalContext) -> dict[str, float]:
@@ -212,7 +199,7 @@ def usage_stats(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, dict
 
 def plot_code_usage(counts: torch.Tensor, path: Path, title: str) -> Path:
     """Code frequencies sorted from most to least used (log scale): collapse shows as a cliff."""
-    from facegen.reporting.grids import plt  # matplotlib only where a figure is drawn
+    from facegen.reporting.grids import plt, save_figure  # matplotlib only where a figure is drawn
 
     freq = (counts / counts.sum()).sort(descending=True).values
     fig, ax = plt.subplots(figsize=(7, 3))
@@ -221,8 +208,4 @@ def plot_code_usage(counts: torch.Tensor, path: Path, title: str) -> Path:
     ax.set_xlabel("code rank")
     ax.set_ylabel("frequency")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

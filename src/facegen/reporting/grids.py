@@ -17,6 +17,15 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 80) -> Path:
+    """Lay out, write (creating the folder) and close a figure: open figures are never leaked."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def grid_array(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
     """(N, 3, H, W) in [0, 1] -> uint8 (H', W', 3) grid."""
     grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=1.0)
@@ -53,8 +62,4 @@ def save_labelled_rows(rows: Sequence[torch.Tensor], path: Path, *, row_labels: 
                 ax.set_title(col_labels[j], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from facegen.reporting.grids import plt
+from facegen.reporting.grids import plt, save_figure
 
 
 def plot_training_curves(csv_path: Path, path: Path, title: str) -> Path:
@@ -26,8 +26,4 @@ def plot_training_curves(csv_path: Path, path: Path, title: str) -> Path:
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

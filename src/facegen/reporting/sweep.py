@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from facegen.errors import FacegenError
-from facegen.reporting.grids import plt
+from facegen.reporting.grids import plt, save_figure
 
 SWEEPS = Path("sweeps")
 RATE, DISTORTION = "test_kl", "recon_mse"
@@ -112,11 +112,7 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> Path | None:
             ax.set_title(f"disentanglement vs {name}")
             ax.legend(fontsize=7)
     fig.suptitle(f"{sweep['family']}: sweep of {sweep['param']} ({len(points)} runs)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _exp_show_json() -> Any:

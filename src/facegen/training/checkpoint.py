@@ -61,6 +61,14 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
                               "retrain it with the current params (`dvc repro`)") from None
 
 
+def load_checkpoint(path: Path, fmt: str, what: str, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """``safe_load`` plus the format check: a model, prior and classifier file are not interchangeable."""
+    ckpt = safe_load(path, device)
+    if ckpt.get("format") != fmt:
+        raise CheckpointError(f"{path} is a {ckpt.get('format', 'unknown')} file, not {what}")
+    return ckpt
+
+
 def save_model(model: GenerativeModel, path: Path) -> None:
     atomic_save({
         "format": MODEL_FORMAT,
@@ -73,9 +81,7 @@ def save_model(model: GenerativeModel, path: Path) -> None:
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> GenerativeModel:
     """Rebuild a trained family from its checkpoint alone (config travels with the weights)."""
-    ckpt = safe_load(path, device)
-    if ckpt["format"] != MODEL_FORMAT:
-        raise CheckpointError(f"{path} is a {ckpt['format']} file, not a trained model")
+    ckpt = load_checkpoint(path, MODEL_FORMAT, "a trained model", device)
     family = ckpt["family"]
     cfg = from_dict(MODEL_CONFIGS[family], ckpt["config"], f"{path}:config")
     model = build(family, cfg, ckpt["image_size"])

@@ -20,12 +20,12 @@ import torch
 from facegen import paths
 from facegen.config import Params, PriorConfig, from_dict, params_hash, to_dict
 from facegen.data.codes import CodeSplit, load_codes
-from facegen.errors import CheckpointError, DataError
+from facegen.errors import DataError
 from facegen.models.pixelcnn import PixelCNNPrior
 from facegen.models.vqvae import PRIOR_DIR as PRIOR_NAME
 from facegen.runtime import Runtime, eval_mode, seed_everything, setup_runtime
 from facegen.tracking import start_run
-from facegen.training.checkpoint import atomic_save, load_weights, safe_load
+from facegen.training.checkpoint import atomic_save, load_checkpoint, load_weights
 from facegen.training.loop import FitResult, fit
 
 PRIOR_FORMAT = "facegen-prior/1"
@@ -43,9 +43,7 @@ def save_prior(prior: PixelCNNPrior, path: Path) -> None:
 
 
 def load_prior(path: Path, device: str | torch.device = "cpu") -> PixelCNNPrior:
-    ckpt = safe_load(path, device)
-    if ckpt["format"] != PRIOR_FORMAT:
-        raise CheckpointError(f"{path} is a {ckpt['format']} file, not a PixelCNN prior")
+    ckpt = load_checkpoint(path, PRIOR_FORMAT, "a PixelCNN prior", device)
     cfg = from_dict(PriorConfig, ckpt["config"], f"{path}:config")
     prior = PixelCNNPrior(cfg, ckpt["num_codes"], tuple(ckpt["grid"]), tuple(ckpt["attr_names"]),
                           ckpt["attr_rows"], ckpt["attr_probs"])
