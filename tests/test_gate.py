@@ -89,3 +89,12 @@ def test_specs_file_is_validated():
     assert specs("x_y").abs == 1 and specs("x_y").direction == "none"  # exact beats pattern
     assert specs("x_z").direction == "higher" and specs("x_z").rel == 0.5  # pattern inherits default tolerance
     assert specs("x_y").rel == 0.0  # ...unless it sets its own
+
+
+def test_file_scale_widens_one_metric_files_tolerances_only():
+    specs = parse_specs({"metrics": {"fid": {"direction": "lower", "rel": 0.25}}, "file_scale": {"gan.json": 3}})
+    assert specs.for_key("vae.json:fid").regressed(8.0, 11.6)       # +45% > 25%
+    assert not specs.for_key("gan.json:fid").regressed(8.0, 11.6)   # within 3 x 25%
+    assert specs.for_key("gan.json:fid").regressed(8.0, 111.0)      # breakage still fails
+    with pytest.raises(ConfigError, match="file_scale"):
+        parse_specs({"file_scale": {"gan.json": -1}})

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from facegen import runtime
 from facegen.config import DCGANConfig, RuntimeConfig, TrainConfig, VAEConfig
 from facegen.errors import ConfigError
 from facegen.models import build
@@ -54,3 +55,11 @@ def test_threads_split_between_torchrun_processes(monkeypatch):
 def test_fp16_is_refused_with_the_reason():
     with pytest.raises(ConfigError, match="fp16 needs loss scaling"):
         setup_runtime(RuntimeConfig(device="cpu", precision="fp16"))
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx2", "fma"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16"),
+                                             ({"avx512f", "amx_bf16", "amx_tile"}, "bf16")])
+def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, flags, expected):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: set(flags))
+    rt = setup_runtime(RuntimeConfig(device="cpu", precision="auto", threads=1))
+    assert rt.precision == expected

@@ -78,7 +78,7 @@ def compare(old: Metrics, new: Metrics, specs: MetricSpecs) -> tuple[list[Change
     """(regressions, other changes, new keys, missing keys)."""
     regressions, changes = [], []
     for key in sorted(old.keys() & new.keys()):
-        spec = specs(key.split(":", 1)[1].rsplit(".", 1)[-1])  # "vae.json:recon_mse" -> recon_mse
+        spec = specs.for_key(key)  # "vae.json:recon_mse": recon_mse's tolerance x vae.json's scale
         o, n = old[key], new[key]
         change = Change(key, o, n, spec.allowed(o), spec.worsening(o, n))
         broke = math.isfinite(o) and not math.isfinite(n)

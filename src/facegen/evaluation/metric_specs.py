@@ -80,9 +80,11 @@ def _entry_base(default: MetricSpec, data: Any) -> MetricSpec:
 class MetricSpecs:
     """Lookup: exact name, else the first matching pattern in file order, else the default."""
 
-    def __init__(self, default: MetricSpec, entries: dict[str, MetricSpec]) -> None:
+    def __init__(self, default: MetricSpec, entries: dict[str, MetricSpec],
+                 file_scale: dict[str, float] | None = None) -> None:
         self.default = default
         self.entries = entries
+        self.file_scale = file_scale or {}
 
     def __call__(self, name: str) -> MetricSpec:
         if name in self.entries:
@@ -95,19 +97,30 @@ class MetricSpecs:
     def label(self, name: str) -> str:
         return self(name).label or name
 
+    def for_key(self, key: str) -> MetricSpec:
+        """The gate's spec for ``"<file>.json:<metric>"``: the metric's, tolerance times the file's scale."""
+        file, _, metric = key.partition(":")
+        spec = self(metric.rsplit(".", 1)[-1])
+        scale = self.file_scale.get(file, 1.0)
+        return replace(spec, rel=spec.rel * scale, abs=spec.abs * scale) if scale != 1.0 else spec
+
 
 def parse_specs(data: Any, source: str = str(SPECS_FILE)) -> MetricSpecs:
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a mapping with `default` and `metrics`")
-    unknown = sorted(set(data) - {"default", "metrics"})
+    unknown = sorted(set(data) - {"default", "metrics", "file_scale"})
     if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]} (allowed: default, metrics)")
+        raise ConfigError(f"{source}: unknown key {unknown[0]} (allowed: default, metrics, file_scale)")
     default = _spec(MetricSpec(), data.get("default") or {}, f"{source}:default")
     metrics = data.get("metrics") or {}
     if not isinstance(metrics, dict):
         raise ConfigError(f"{source}: metrics must map metric names to fields")
     entries = {str(k): _spec(_entry_base(default, v), v, f"{source}:metrics.{k}") for k, v in metrics.items()}
-    return MetricSpecs(default, entries)
+    file_scale = data.get("file_scale") or {}
+    if not isinstance(file_scale, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in file_scale.values()):
+        raise ConfigError(f"{source}: file_scale must map metric file names to numbers > 0, got {file_scale!r}")
+    return MetricSpecs(default, entries, {str(k): float(v) for k, v in file_scale.items()})
 
 
 def load_specs(path: Path = SPECS_FILE) -> MetricSpecs:
