@@ -88,15 +88,19 @@ def table(merged: dict[str, Any]) -> str:
     training = res.get("training", {})
     load = training.get("data_loading")
     # (facegen img/s, notebook img/s, median of the per-round ratios) per family
+    # (facegen img/s, notebook img/s, median of the per-round ratios, facegen's precision) per family;
+    # facegen runs what `runtime.precision: auto` picks on the machine, the notebook always fp32.
     steps = {label: (entry["contenders"][entry["shipped"]]["img_per_s_median"],
-                     entry["contenders"]["notebook"]["img_per_s_median"], entry["speedup_vs_notebook"])
+                     entry["contenders"]["notebook"]["img_per_s_median"], entry["speedup_vs_notebook"],
+                     training.get("precision", "?"))
              for family, label in (("vae", "VAE"), ("vqvae", "VQ-VAE")) if (entry := training.get(family))}
     dcgan = res.get("dcgan", {}).get("equal_width")
     if dcgan:
-        steps["DCGAN"] = (dcgan["facegen"]["median"], dcgan["notebook"]["median"], dcgan["speedup_median"])
-    for label, (ours, theirs, ratio) in steps.items():
-        rows.append(_ratio_row(f"{label} training step, img/s (batch 64, fp32, notebook architecture)",
-                               ours, theirs, TRAINING_TARGET, ratio=ratio))
+        steps["DCGAN"] = (dcgan["facegen"]["median"], dcgan["notebook"]["median"], dcgan["speedup_median"],
+                          res["dcgan"].get("precision", "?"))
+    for label, (ours, theirs, ratio, precision) in steps.items():
+        rows.append(_ratio_row(f"{label} training step, img/s (batch 64, notebook architecture; facegen "
+                               f"{precision}, notebook fp32)", ours, theirs, TRAINING_TARGET, ratio=ratio))
         if load:
             rows.append(_ratio_row(f"{label} training epoch incl. data loading, img/s",
                                    end_to_end(ours, load["facegen_img_per_s"]),
