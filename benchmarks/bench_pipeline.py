@@ -2,7 +2,9 @@
 
 Runs in a throw-away copy of the repository (never in the working tree: a repro there would race
 other work and overwrite its outputs): code, params and DVC config are copied, while data, models,
-MLflow stores, resumable state and the DVC cache are not, so every stage runs. Memory is sampled
+MLflow stores, resumable state and the DVC cache are not, so every stage runs. The stages import
+the facegen installed in this venv (with ``pip install -e``: the working tree's ``src/``), so do
+not edit ``src/`` while it runs. Memory is sampled
 every 0.2 s over the whole process tree (dvc, each stage's python, prepare's worker pool):
 ``peak_rss_tree_mb`` is the largest *sum* seen, ``peak_rss_process_mb`` the largest single process
 (getrusage of the waited children, exact). Stage durations come from timestamping dvc's
