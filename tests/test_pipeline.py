@@ -113,6 +113,8 @@ def test_mlflow_holds_a_run_per_stage(repo):
     names = {r.info.run_name for r in runs}
     for family in ("vae", "beta_vae", "vqvae", "dcgan"):
         assert f"train:{family}" in names and f"evaluate:{family}" in names
+    assert {"prepare:data", "train_classifier:classifier", "extract_codes:vqvae", "fit_prior:pixelcnn",
+            "report:all"} <= names
     assert all(r.info.status == "FINISHED" for r in runs)
 
 

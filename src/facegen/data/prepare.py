@@ -25,7 +25,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from facegen.config import DataConfig
+from facegen import paths
+from facegen.config import DataConfig, Params, params_hash, to_dict
 from facegen.data import TaskMap, task_map
 from facegen.data.celeba import SPLIT_NAMES, find_layout, read_table
 from facegen.data.synthetic import generate_celeba_folder
@@ -33,6 +34,7 @@ from facegen.errors import DataError
 
 log = logging.getLogger(__name__)
 SPLITS = tuple(SPLIT_NAMES.values())
+GRID_FACES = 64  # prepared training faces shown in the MLflow run
 CHUNK = 256  # images per worker task: large enough to amortise IPC, small enough for a smooth bar
 # What Pillow raises for a truncated file, a non-image, or a decompression bomb.
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -177,3 +179,30 @@ def _replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old)
     else:
         new.rename(target)
+
+
+def prepare_stage(params: Params) -> PrepareSummary:
+    """The ``prepare`` stage: :func:`prepare` into ``data/prepared`` inside one MLflow run.
+
+    The run holds the data params, the split sizes and speed, and a grid of the first prepared
+    training faces, so a user can see in the UI what every model was trained on.
+    """
+    # torch, matplotlib and mlflow only here: prepare's worker processes import this module too.
+    import torch
+
+    from facegen.reporting.grids import grid_array
+    from facegen.tracking import start_run
+
+    logged = {"seed": params.seed, "data": to_dict(params.data)}
+    with start_run("prepare", "data", logged, params_hash(params.seed, params.data),
+                   params.tracking.experiment) as tracker:
+        summary = prepare(params.data, params.seed, paths.PREPARED)
+        log.info("prepared %s", summary)
+        tracker.log_metrics({**{f"images_{s}": float(n) for s, n in summary.counts.items()},
+                             "corrupt_skipped": float(summary.corrupt),
+                             "prepare_images_per_s": summary.images_per_second})
+        faces = np.load(paths.PREPARED / "train.npy", mmap_mode="r")[:GRID_FACES]
+        tracker.log_image(grid_array(torch.from_numpy(np.array(faces)).permute(0, 3, 1, 2).float() / 255),
+                          "train_faces.png")
+        tracker.log_artifact(paths.PREPARED / "summary.json")
+    return summary

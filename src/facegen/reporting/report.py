@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facegen import paths
-from facegen.config import Params
+from facegen.config import Params, params_hash
 from facegen.data.dataset import load_split
 from facegen.errors import FacegenError
 from facegen.evaluation.evaluate import write_json
@@ -28,6 +28,7 @@ from facegen.reporting.compare import Row, analysis, comparison_rows, fmt
 from facegen.reporting.comparison_grids import comparison_grids
 from facegen.reporting.sweep import SWEEPS, load_sweeps, plot_sweep
 from facegen.runtime import seed_everything, setup_runtime
+from facegen.tracking import start_run
 
 INDEX = paths.REPORTS / "index.html"
 MARKDOWN = paths.REPORTS / "report.md"
@@ -223,8 +224,15 @@ def report_stage(params: Params) -> Report:
     rt = setup_runtime(params.runtime)
     seed_everything(params.seed)
     notes: list[str] = []
-    test = load_split(paths.PREPARED, "test", params.data.attributes)
-    comparison = comparison_grids(evaluated, test, rt, params.seed, params.evaluate.grid_size, notes)
-    report = build(families, load_specs(), comparison, notes)
-    write_report(report)
+    logged = {"seed": params.seed, "families": families, "evaluated": evaluated}
+    with start_run("report", "all", logged, params_hash(params.seed, params.evaluate),
+                   params.tracking.experiment) as tracker:
+        test = load_split(paths.PREPARED, "test", params.data.attributes)
+        comparison = comparison_grids(evaluated, test, rt, params.seed, params.evaluate.grid_size, notes)
+        report = build(families, load_specs(), comparison, notes)
+        write_report(report)
+        # The comparison is browsable in the UI too: wins per family as metrics, the pages as artifacts.
+        tracker.log_metrics({f"wins_{family}": float(n) for family, n in summary(report)["wins"].items()})
+        for path in (INDEX, MARKDOWN, SUMMARY, *comparison.values(), *report.sweeps):
+            tracker.log_artifact(path)
     return report
