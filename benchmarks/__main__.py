@@ -96,8 +96,8 @@ def table(merged: dict[str, Any]) -> str:
              for family, label in (("vae", "VAE"), ("vqvae", "VQ-VAE")) if (entry := training.get(family))}
     dcgan = res.get("dcgan", {}).get("equal_width")
     if dcgan:
-        steps["DCGAN"] = (dcgan["facegen"]["median"], dcgan["notebook"]["median"], dcgan["speedup_median"],
-                          res["dcgan"].get("precision", "?"))
+        steps["DCGAN"] = (dcgan["facegen"]["img_per_s_median"], dcgan["notebook"]["img_per_s_median"],
+                          dcgan["facegen"]["speedup_median"], res["dcgan"].get("precision", "?"))
     for label, (ours, theirs, ratio, precision) in steps.items():
         rows.append(_ratio_row(f"{label} training step, img/s (batch 64, notebook architecture; facegen "
                                f"{precision}, notebook fp32)", ours, theirs, TRAINING_TARGET, ratio=ratio))

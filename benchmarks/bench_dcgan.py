@@ -3,8 +3,9 @@
 The reference is the notebook's Part D code re-implemented faithfully: its Generator /
 Discriminator module layout (sigmoid at D's end), ``weights_init``, ``nn.BCELoss``, Adam(2e-4,
 β=(0.5, 0.999)), fp32, plain contiguous NCHW, two D backward passes and the ``.item()`` reads of
-D(x) and D(G(z)) it does every step. Both run in the same process, interleaved round by round so
-that load from other jobs on the machine hits both alike; we report the median and best round.
+D(x) and D(G(z)) it does every step. Both run in the same process, timed by the shared
+``benchmarks.timing.interleaved`` (rounds in shuffled order; medians, best round, CPU-time rates
+and the median of per-round ratios to the notebook).
 
 Run: ``python benchmarks/bench_dcgan.py`` -> prints and writes benchmarks/results/dcgan.json.
 """
@@ -12,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from benchmarks.timing import interleaved
 from facegen.config import DCGANConfig, load_params
 from facegen.models import build
 from facegen.models.base import Batch
@@ -118,38 +118,6 @@ def facegen_step_fn(cfg: DCGANConfig, image_size: int, rt: Runtime) -> Callable[
     return step
 
 
-def images_per_second(steps: dict[str, Callable[[torch.Tensor], None]], batch: torch.Tensor, *, warmup: int,
-                      rounds: int, steps_per_round: int) -> dict[str, dict[str, float]]:
-    """Interleaved timing: each round times every contender once, in the same conditions.
-
-    ``median``/``best`` are wall-clock images/s. ``per_cpu_second`` divides by this process's CPU
-    time instead: on a machine shared with other jobs it is the steadier number, and with one
-    thread it approximates the wall-clock rate of an idle machine.
-    """
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn(batch)
-    wall: dict[str, list[float]] = {name: [] for name in steps}
-    cpu: dict[str, list[float]] = {name: [] for name in steps}
-    images = steps_per_round * batch.shape[0]
-    for _ in range(rounds):
-        for name, fn in steps.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(steps_per_round):
-                fn(batch)
-            wall[name].append(images / (time.perf_counter() - t0))
-            cpu[name].append(images / (time.process_time() - c0))
-    return {name: {"median": statistics.median(wall[name]), "best": max(wall[name]),
-                   "per_cpu_second": statistics.median(cpu[name])} for name in steps}
-
-
-def comparison(timing: dict[str, dict[str, float]]) -> dict[str, float]:
-    """facegen / notebook throughput ratios (> 1: facegen is faster)."""
-    f, n = timing["facegen"], timing["notebook"]
-    return {"speedup_median": f["median"] / n["median"],
-            "speedup_per_cpu_second": f["per_cpu_second"] / n["per_cpu_second"]}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -171,19 +139,18 @@ def main() -> None:
         "steps_per_round": args.steps,
     }
     equal = DCGANConfig(nz=100, ngf=64, ndf=64, loss="bce", spectral_norm=False, ema_decay=default.ema_decay)
-    timing = images_per_second(
-        {"notebook": notebook_step_fn(100, 64, 64, rt.device),
-         "facegen": facegen_step_fn(equal, 64, rt)},
-        batch, warmup=2, rounds=args.rounds, steps_per_round=args.steps)
-    results["equal_width"] = {"nz": 100, "ngf": 64, "ndf": 64, **timing, **comparison(timing)}
-    timing = images_per_second(
-        {"notebook": notebook_step_fn(default.nz, default.ngf, default.ndf, rt.device),
-         "facegen": facegen_step_fn(default, params.data.image_size, rt)},
-        batch, warmup=2, rounds=args.rounds, steps_per_round=args.steps)
+    def timed(notebook: Callable[[torch.Tensor], None], facegen: Callable[[torch.Tensor], None]
+              ) -> dict[str, dict[str, float]]:
+        return interleaved({"notebook": lambda: notebook(batch), "facegen": lambda: facegen(batch)},
+                           args.batch_size, warmup=2, rounds=args.rounds, steps=args.steps, baseline="notebook")
+
+    timing = timed(notebook_step_fn(100, 64, 64, rt.device), facegen_step_fn(equal, 64, rt))
+    results["equal_width"] = {"nz": 100, "ngf": 64, "ndf": 64, **timing}
+    timing = timed(notebook_step_fn(default.nz, default.ngf, default.ndf, rt.device),
+                   facegen_step_fn(default, params.data.image_size, rt))
     # facegen runs its default config (loss, spectral norm, EMA); the notebook its own step at that width.
     results["default_width"] = {"nz": default.nz, "ngf": default.ngf, "ndf": default.ndf, "loss": default.loss,
-                                "spectral_norm": default.spectral_norm, "ema_decay": default.ema_decay, **timing,
-                                **comparison(timing)}
+                                "spectral_norm": default.spectral_norm, "ema_decay": default.ema_decay, **timing}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
