@@ -205,13 +205,16 @@ def summary(report: Report) -> dict:
     }
 
 
-def write_report(report: Report) -> None:
+def write_report(report: Report) -> dict:
+    """Write index.html, report.md and metrics/summary.json; return the summary."""
     paths.REPORTS.mkdir(parents=True, exist_ok=True)
     for path, text in ((INDEX, render_html(report)), (MARKDOWN, render_markdown(report))):
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
-    write_json(summary(report), SUMMARY)
+    outcome = summary(report)
+    write_json(outcome, SUMMARY)
+    return outcome
 
 
 def report_stage(params: Params) -> Report:
@@ -230,9 +233,9 @@ def report_stage(params: Params) -> Report:
         test = load_split(paths.PREPARED, "test", params.data.attributes)
         comparison = comparison_grids(evaluated, test, rt, params.seed, params.evaluate.grid_size, notes)
         report = build(families, load_specs(), comparison, notes)
-        write_report(report)
+        outcome = write_report(report)
         # The comparison is browsable in the UI too: wins per family as metrics, the pages as artifacts.
-        tracker.log_metrics({f"wins_{family}": float(n) for family, n in summary(report)["wins"].items()})
+        tracker.log_metrics({f"wins_{family}": float(n) for family, n in outcome["wins"].items()})
         for path in (INDEX, MARKDOWN, SUMMARY, *comparison.values(), *report.sweeps):
             tracker.log_artifact(path)
     return report
