@@ -1,50 +1,99 @@
-"""The CI metric gate on synthetic metric files: regressions fail, improvements and noise pass."""
+"""The CI metric gate: bands from measured noise, regressions fail, noise passes; committed files agree."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facegen.ci.metric_gate import main
 from facegen.errors import ConfigError
-from facegen.evaluation.metric_specs import parse_specs
+from facegen.evaluation.metric_specs import load_specs, parse_specs
+from facegen.evaluation.noise import MIN_RUNS, NoiseRule, Spread, load_noise, summarise
 
-SPECS = Path(__file__).resolve().parents[1] / "metrics_tolerances.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "metrics_tolerances.yaml"
 BASE = {"recon_mse": 0.0100, "recon_psnr": 20.0, "fid_facegen": 2.0, "sample_img_per_s": 500.0, "active_dims": 20.0}
 
 
-def _write(directory: Path, metrics: dict, name: str = "vae.json") -> Path:
+def _runs() -> list[dict[str, dict[str, float]]]:
+    """Four runs spread evenly around BASE: sd = 1.29 x scale (recon_mse: band 4 sd = 0.00077)."""
+    scale = {"recon_mse": 0.00015, "recon_psnr": 0.08, "fid_facegen": 0.1, "sample_img_per_s": 50.0, "active_dims": 1.0}
+    return [{"vae.json": {k: v + d * scale[k] for k, v in BASE.items()}} for d in (-1.5, -0.5, 0.5, 1.5)]
+
+
+def _write(directory: Path, doc: dict, name: str = "vae.json") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / name).write_text(json.dumps(metrics))
+    (directory / name).write_text(json.dumps(doc))
     return directory
 
 
-def _gate(tmp_path: Path, new: dict, old: dict = BASE) -> int:
+def _noise(tmp_path: Path, runs: list | None = None) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "noise.json"
+    path.write_text(json.dumps({"command": "test", "metrics": summarise(runs or _runs())}))
+    return path
+
+
+def _gate(tmp_path: Path, new: dict, old: dict = BASE, noise: Path | None = None) -> int:
     return main(["--metrics-dir", str(_write(tmp_path / "new", new)), "--baseline-dir", str(_write(tmp_path / "old", old)),
-                 "--specs", str(SPECS)])
+                 "--specs", str(SPECS), "--noise", str(noise or _noise(tmp_path))])
 
 
-def test_a_regression_beyond_tolerance_fails_with_a_table(tmp_path, capsys):
+def test_summarise_matches_numpy_and_keeps_only_metrics_every_run_has():
+    runs = _runs()
+    runs[0]["vae.json"]["only_once"] = 1.0
+    runs[1]["summary.json"] = {"x": 1.0}
+    stats = summarise(runs)
+    assert "vae.json:only_once" not in stats and not any(k.startswith("summary.json") for k in stats)
+    values = [r["vae.json"]["recon_psnr"] for r in runs]
+    s = stats["vae.json:recon_psnr"]
+    assert s["n"] == 4 and s["mean"] == pytest.approx(np.mean(values))
+    assert s["sd"] == pytest.approx(np.std(values, ddof=1)) and (s["min"], s["max"]) == (min(values), max(values))
+
+
+def test_band_rule_takes_the_largest_of_k_sd_range_and_floor():
+    rule = NoiseRule(k=4.0, floor_rel=0.01)
+    assert rule.band(Spread(mean=1.0, sd=0.1, min=0.9, max=1.1, n=4)) == pytest.approx(0.4)    # 4 sd
+    assert rule.band(Spread(mean=1.0, sd=0.01, min=0.5, max=1.1, n=4)) == pytest.approx(0.6)   # observed range
+    assert rule.band(Spread(mean=50.0, sd=0.0, min=50.0, max=50.0, n=4)) == pytest.approx(0.5)  # floor: 1 % of 50
+
+
+def test_a_regression_beyond_the_band_fails_with_committed_new_band_and_sigmas(tmp_path, capsys):
+    # recon_mse: sd ~0.00019 -> band 4 sd ~0.00077; 0.0130 is +0.003 = ~16 sd worse
     assert _gate(tmp_path, {**BASE, "recon_mse": 0.0130, "recon_psnr": 18.0}) == 1
     out = capsys.readouterr().out
-    assert "METRIC GATE FAILED: 2 regression(s)" in out
-    assert "metric" in out and "old" in out and "new" in out and "allowed" in out
-    assert "vae.json:recon_mse" in out and "0.013" in out and "0.0015" in out  # allowed = 15% of 0.01
+    assert "METRIC GATE FAILED: 2 regression(s) beyond the measured noise band" in out
+    for column in ("committed", "new", "band", "sigmas"):
+        assert column in out
+    line = next(l for l in out.splitlines() if l.startswith("vae.json:recon_mse"))
+    assert "0.01" in line and "0.013" in line and "15.5" in line  # 0.003 / sd 0.0001936 = 15.5 sd
 
 
-def test_improvements_and_noise_within_tolerance_pass(tmp_path, capsys):
+def test_improvements_and_moves_within_the_band_pass(tmp_path, capsys):
     better = {**BASE, "recon_mse": 0.005, "recon_psnr": 23.0, "fid_facegen": 1.0}
     assert _gate(tmp_path, better) == 0
-    noisy = {**BASE, "recon_mse": 0.0110, "recon_psnr": 19.6, "fid_facegen": 2.3, "active_dims": 22.0}
+    noisy = {**BASE, "recon_mse": 0.0106, "recon_psnr": 19.7, "fid_facegen": 2.3, "active_dims": 22.0}
     assert _gate(tmp_path / "n", noisy) == 0
     assert "metric gate passed" in capsys.readouterr().out
 
 
 def test_ungated_and_two_sided_metrics(tmp_path):
     assert _gate(tmp_path, {**BASE, "sample_img_per_s": 50.0}) == 0  # speed: machine-dependent, never gated
-    assert _gate(tmp_path / "a", {**BASE, "active_dims": 30.0}) == 1  # direction none: any big change fails
+    assert _gate(tmp_path / "a", {**BASE, "active_dims": 30.0}) == 1  # direction none: a big move either way fails
+    assert _gate(tmp_path / "b", {**BASE, "active_dims": 10.0}) == 1
+
+
+def test_a_gated_metric_without_measured_spread_fails_naming_it(tmp_path, capsys):
+    runs = [{"vae.json": {k: v for k, v in r["vae.json"].items() if k != "fid_facegen"}} for r in _runs()]
+    assert _gate(tmp_path, BASE, noise=_noise(tmp_path, runs)) == 1
+    out = capsys.readouterr().out
+    assert "without a measured spread" in out and "vae.json:fid_facegen" in out
+    few = _runs()[:MIN_RUNS - 1]
+    assert _gate(tmp_path / "few", BASE, noise=_noise(tmp_path / "few", few)) == 1
 
 
 def test_new_and_missing_metrics_are_reported_not_failed(tmp_path, capsys):
@@ -59,6 +108,7 @@ def test_nan_where_a_number_was_fails(tmp_path):
 
 
 def test_baseline_from_git_head(tmp_path, monkeypatch, capsys):
+    noise = _noise(tmp_path)
     monkeypatch.chdir(tmp_path)
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q"], check=True)
@@ -67,34 +117,69 @@ def test_baseline_from_git_head(tmp_path, monkeypatch, capsys):
     subprocess.run([*git, "add", "metrics"], check=True)
     subprocess.run([*git, "commit", "-qm", "metrics"], check=True)
     _write(tmp_path / "metrics", {**BASE, "fid_facegen": 9.0})
-    assert main(["--specs", str(SPECS), "--no-dvc"]) == 1
+    assert main(["--specs", str(SPECS), "--noise", str(noise), "--no-dvc"]) == 1
     out = capsys.readouterr().out
     assert "vae.json:fid_facegen" in out and "summary.json" not in out  # the derived summary is skipped
 
 
 def test_no_baseline_commit_passes(tmp_path, monkeypatch, capsys):
+    noise = _noise(tmp_path)
     monkeypatch.chdir(tmp_path)
     subprocess.run(["git", "init", "-q"], check=True)
     _write(tmp_path / "metrics", BASE)
-    assert main(["--specs", str(SPECS), "--no-dvc"]) == 0
+    assert main(["--specs", str(SPECS), "--noise", str(noise), "--no-dvc"]) == 0
     assert "no committed baseline" in capsys.readouterr().out
 
 
 def test_specs_file_is_validated():
-    with pytest.raises(ConfigError, match="unknown field tolerance"):
-        parse_specs({"metrics": {"recon_mse": {"tolerance": 0.1}}})
+    with pytest.raises(ConfigError, match="unknown field rel"):  # tolerances are measured, never typed
+        parse_specs({"metrics": {"recon_mse": {"rel": 0.1}}})
     with pytest.raises(ConfigError, match="direction"):
         parse_specs({"metrics": {"recon_mse": {"direction": "up"}}})
-    specs = parse_specs({"default": {"rel": 0.5}, "metrics": {"x_*": {"direction": "higher"}, "x_y": {"abs": 1}}})
-    assert specs("x_y").abs == 1 and specs("x_y").direction == "none"  # exact beats pattern
-    assert specs("x_z").direction == "higher" and specs("x_z").rel == 0.5  # pattern inherits default tolerance
-    assert specs("x_y").rel == 0.0  # ...unless it sets its own
+    with pytest.raises(ConfigError, match="band_rule"):
+        parse_specs({"band_rule": {"k": -1}})
+    specs = parse_specs({"default": {"gate": False}, "metrics": {"x_*": {"direction": "higher"},
+                                                                  "x_y": {"label": "X"}}, "band_rule": {"k": 3}})
+    assert specs("x_y").label == "X" and specs("x_y").direction == "none"  # exact beats pattern
+    assert specs("x_z").direction == "higher" and specs("x_z").gate is False  # pattern inherits the default
+    assert specs.rule == NoiseRule(k=3.0)
 
 
-def test_file_scale_widens_one_metric_files_tolerances_only():
-    specs = parse_specs({"metrics": {"fid": {"direction": "lower", "rel": 0.25}}, "file_scale": {"gan.json": 3}})
-    assert specs.for_key("vae.json:fid").regressed(8.0, 11.6)       # +45% > 25%
-    assert not specs.for_key("gan.json:fid").regressed(8.0, 11.6)   # within 3 x 25%
-    assert specs.for_key("gan.json:fid").regressed(8.0, 111.0)      # breakage still fails
-    with pytest.raises(ConfigError, match="file_scale"):
-        parse_specs({"file_scale": {"gan.json": -1}})
+# --- the committed files: the gate's inputs must agree with each other ---------------------------
+
+def _committed_metrics() -> dict[str, float]:
+    out = {}
+    for path in sorted((ROOT / "metrics").glob("*.json")):
+        if path.name != "summary.json":
+            out.update({f"{path.name}:{k}": float(v) for k, v in json.loads(path.read_text()).items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return out
+
+
+def test_committed_noise_file_says_how_and_where_it_was_measured():
+    doc = json.loads((ROOT / "metrics_noise.json").read_text())
+    assert doc["command"].startswith("python -m benchmarks.bench_noise")
+    assert doc["machine"]["cpu"] and "auto_precision" in doc["machine"]
+    precisions = {r["precision"] for r in doc["runs"]}
+    seeds = {r["seed"] for r in doc["runs"] if r["precision"] == doc["machine"]["auto_precision"]}
+    assert precisions == {"fp32", "bf16"} and len(seeds) >= 3  # >= 3 seeds + the other precision
+
+
+def test_every_gated_committed_metric_has_a_measured_spread_and_lies_in_its_band():
+    specs, noise = load_specs(SPECS), load_noise(ROOT / "metrics_noise.json")
+    gated = {k: v for k, v in _committed_metrics().items() if specs.for_key(k).gate}
+    assert len(gated) > 50
+    unmeasured = [k for k in gated if noise.spread(k) is None or noise.spread(k).n < MIN_RUNS]
+    assert not unmeasured, f"gated metrics without a measured spread in metrics_noise.json: {unmeasured}"
+    outside = {k: (v, noise.spread(k)) for k, v in gated.items()
+               if abs(v - noise.spread(k).mean) > specs.rule.band(noise.spread(k)) or not math.isfinite(v)}
+    assert not outside, f"committed metrics outside their measured band (stale noise file?): {outside}"
+
+
+def test_ungated_metrics_are_only_speed_counts_diagnostics_and_per_attribute_rows():
+    specs = load_specs(SPECS)
+    ungated = {k.partition(":")[2] for k in _committed_metrics() if not specs.for_key(k).gate}
+    allowed = ("_per_s", "num_parameters", "kid_facegen_std", "d_real_test", "d_fake_samples")
+    per_attribute = ("edit_success_", "test_acc_")
+    for name in ungated:
+        assert name.endswith(allowed) or (name.startswith(per_attribute) and not name.endswith("_mean")), name

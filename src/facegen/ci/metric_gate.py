@@ -1,14 +1,18 @@
-"""CI gate: fresh ``metrics/*.json`` against the committed ones, with per-metric tolerances.
+"""CI gate: fresh ``metrics/*.json`` against the committed ones, within measured noise bands.
 
     python -m facegen.ci.metric_gate                      # baseline: git HEAD's metrics/
     python -m facegen.ci.metric_gate --baseline-dir DIR   # baseline: another folder of metric files
 
-Directions and tolerances come from ``metrics_tolerances.yaml`` (shared with the report). A metric
-that moved the wrong way by more than its allowance fails the run with a table naming the metric,
-old, new and allowed values; improvements and noise within tolerance pass; metrics or files that
-are new or gone are listed but never fail (a new analysis must be able to land). ``dvc metrics
-diff`` output is printed first, for humans. ``summary.json`` is skipped by default: it repeats
-the per-family files, so checking it would report every regression twice.
+Directions and gating flags come from ``metrics_tolerances.yaml`` (shared with the report); each
+metric's band comes from its measured run-to-run spread in ``metrics_noise.json`` (seeds x
+precision, ``python -m benchmarks.bench_noise``) through the one rule in ``band_rule``. A gated
+metric that moved the wrong way from its committed value by more than its band fails the run with
+a table naming the committed value, the new one, the band and how many standard deviations away it
+is; a gated metric with no measured spread fails too (the gate cannot tell noise from a
+regression for it). Improvements and moves within the band pass; metrics or files that are new or
+gone are listed but never fail (a new analysis must be able to land). ``dvc metrics diff`` output
+is printed first, for humans. ``summary.json`` is skipped by default: it repeats the per-family
+files, so checking it would report every regression twice.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from facegen.errors import FacegenError
 from facegen.evaluation.metric_specs import SPECS_FILE, MetricSpecs, load_specs
+from facegen.evaluation.noise import NOISE_FILE, MIN_RUNS, Noise, load_noise
 from facegen.reporting.compare import fmt
 
 Metrics = dict[str, float]  # "file.json:metric" -> value
@@ -32,8 +37,16 @@ class Change:
     key: str
     old: float
     new: float
-    allowed: float
-    worsening: float
+    band: float       # allowed worsening (nan: no measured spread)
+    worsening: float  # signed move in the bad direction (negative = improvement)
+    sd: float         # measured run-to-run standard deviation (nan: none)
+
+    @property
+    def sigmas(self) -> float:
+        """How many measured standard deviations the move in the bad direction is."""
+        if math.isnan(self.sd):
+            return math.nan
+        return self.worsening / self.sd if self.sd > 0 else math.copysign(math.inf, self.worsening)
 
 
 def flatten_numeric(data: object, prefix: str = "") -> Metrics:
@@ -74,24 +87,38 @@ def read_git(rev: str, directory: Path, skip: set[str]) -> Metrics | None:
     return out
 
 
-def compare(old: Metrics, new: Metrics, specs: MetricSpecs) -> tuple[list[Change], list[Change], list[str], list[str]]:
-    """(regressions, other changes, new keys, missing keys)."""
-    regressions, changes = [], []
+@dataclass(frozen=True)
+class Verdict:
+    regressions: list[Change]  # gated, beyond the band (or non-finite where a number was)
+    unmeasured: list[Change]   # gated, but no measured spread to judge by
+    changes: list[Change]      # everything else that moved
+    added: list[str]
+    gone: list[str]
+
+
+def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> Verdict:
+    regressions, unmeasured, changes = [], [], []
     for key in sorted(old.keys() & new.keys()):
-        spec = specs.for_key(key)  # "vae.json:recon_mse": recon_mse's tolerance x vae.json's scale
+        spec = specs.for_key(key)
         o, n = old[key], new[key]
-        change = Change(key, o, n, spec.allowed(o), spec.worsening(o, n))
+        spread = noise.spread(key)
+        measured = spread is not None and spread.n >= MIN_RUNS
+        band = specs.rule.band(spread) if measured else math.nan
+        change = Change(key, o, n, band, spec.worsening(o, n), spread.sd if measured else math.nan)
         broke = math.isfinite(o) and not math.isfinite(n)
-        if spec.gate and (broke or spec.regressed(o, n)):
+        if spec.gate and (broke or (measured and change.worsening > band)):
             regressions.append(change)
+        elif spec.gate and not measured:
+            unmeasured.append(change)
         elif o != n:
             changes.append(change)
-    return regressions, changes, sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+    return Verdict(regressions, unmeasured, changes, sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys()))
 
 
 def table(rows: list[Change]) -> str:
-    header = ("metric", "old", "new", "allowed worsening", "worsening")
-    cells = [header] + [(c.key, fmt(c.old), fmt(c.new), fmt(c.allowed), fmt(c.worsening)) for c in rows]
+    header = ("metric", "committed", "new", "band", "worsening", "sigmas")
+    cells = [header] + [(c.key, fmt(c.old), fmt(c.new), fmt(c.band), fmt(c.worsening), f"{c.sigmas:.1f}")
+                        for c in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -106,23 +133,34 @@ def _dvc_metrics_diff(rev: str) -> None:
         print(f"(dvc metrics diff unavailable: {err})\n")
 
 
-def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs) -> int:
-    """Print the verdict; return the exit code (0 pass, 1 regression)."""
+def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise) -> int:
+    """Print the verdict; return the exit code (0 pass, 1 regression or unmeasured gated metric)."""
     if old is None:
         print("metric gate: no committed baseline metrics (no commit yet?); nothing to compare, passing.")
         return 0
-    regressions, changes, added, gone = compare(old, new, specs)
-    if changes:
-        print(f"within tolerance or improved ({len(changes)}):\n{table(changes)}\n")
-    if added:
-        print(f"new metrics (not gated): {', '.join(added)}\n")
-    if gone:
-        print(f"metrics no longer produced (not gated): {', '.join(gone)}\n")
-    if regressions:
-        print(f"METRIC GATE FAILED: {len(regressions)} regression(s) beyond tolerance ({SPECS_FILE}):\n"
-              f"{table(regressions)}")
+    v = compare(old, new, specs, noise)
+    rule = specs.rule
+    if v.changes:
+        print(f"within the band, improved or not gated ({len(v.changes)}):\n{table(v.changes)}\n")
+    if v.added:
+        print(f"new metrics (not gated): {', '.join(v.added)}\n")
+    if v.gone:
+        print(f"metrics no longer produced (not gated): {', '.join(v.gone)}\n")
+    failed = False
+    if v.unmeasured:
+        print(f"METRIC GATE FAILED: {len(v.unmeasured)} gated metric(s) without a measured spread in {noise.source} "
+              f"(rerun `python -m benchmarks.bench_noise`, or mark them `gate: false` in {SPECS_FILE}): "
+              f"{', '.join(c.key for c in v.unmeasured)}\n")
+        failed = True
+    if v.regressions:
+        print(f"METRIC GATE FAILED: {len(v.regressions)} regression(s) beyond the measured noise band "
+              f"(band = max({rule.k:g} sd, max - min, {rule.floor_rel:g} |mean|) over the runs in {noise.source}):\n"
+              f"{table(v.regressions)}")
+        failed = True
+    if failed:
         return 1
-    print(f"metric gate passed: {len(old.keys() & new.keys())} metrics compared, none regressed beyond tolerance.")
+    print(f"metric gate passed: {len(old.keys() & new.keys())} metrics compared, none regressed beyond its "
+          f"measured noise band ({noise.source}).")
     return 0
 
 
@@ -132,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-rev", default="HEAD", help="git revision holding the committed metrics")
     parser.add_argument("--baseline-dir", type=Path, help="compare against this folder instead of git")
     parser.add_argument("--specs", type=Path, default=SPECS_FILE)
+    parser.add_argument("--noise", type=Path, default=NOISE_FILE, help="measured run-to-run spread per metric")
     parser.add_argument("--skip", nargs="*", default=["summary.json"], help="metric files not to gate")
     parser.add_argument("--no-dvc", action="store_true", help="do not print `dvc metrics diff`")
     args = parser.parse_args(argv)
     try:
         specs = load_specs(args.specs)
+        noise = load_noise(args.noise)
         skip = set(args.skip)
         if not args.metrics_dir.is_dir():
             raise FacegenError(f"{args.metrics_dir} not found: run `dvc repro` first")
@@ -150,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     except FacegenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return gate(new, old, specs)
+    return gate(new, old, specs, noise)
 
 
 if __name__ == "__main__":

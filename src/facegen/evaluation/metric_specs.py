@@ -1,8 +1,10 @@
-"""Per-metric direction and tolerance, from ``metrics_tolerances.yaml`` (one file, two readers).
+"""Per-metric direction and gating flags, from ``metrics_tolerances.yaml`` (one file, two readers).
 
 The report needs to know which way is better to mark the best family and write its analysis; the
 CI gate needs the same direction plus how much worsening is noise. Keeping both in one repo file
-means the two can never disagree about what "better" means.
+means the two can never disagree about what "better" means. *How much* is noise is not typed here:
+it is measured (``metrics_noise.json``) and turned into a band by the one rule in ``band_rule``
+(``facegen.evaluation.noise.NoiseRule``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from facegen.errors import ConfigError
+from facegen.evaluation.noise import NoiseRule
 
 SPECS_FILE = Path("metrics_tolerances.yaml")
 Direction = Literal["higher", "lower", "none"]
@@ -22,15 +25,9 @@ Direction = Literal["higher", "lower", "none"]
 @dataclass(frozen=True)
 class MetricSpec:
     direction: Direction = "none"
-    rel: float = 0.25
-    abs: float = 0.0
     gate: bool = True
     summary: bool = True
     label: str = ""
-
-    def allowed(self, old: float) -> float:
-        """How far ``new`` may move the wrong way from ``old`` before it counts as a regression."""
-        return max(self.abs, self.rel * abs(old))
 
     def worsening(self, old: float, new: float) -> float:
         """Signed move in the bad direction (negative = improvement); both ways count for ``none``."""
@@ -39,9 +36,6 @@ class MetricSpec:
         if self.direction == "lower":
             return new - old
         return abs(new - old)
-
-    def regressed(self, old: float, new: float) -> bool:
-        return self.gate and self.worsening(old, new) > self.allowed(old)
 
     def best(self, values: dict[str, float]) -> str | None:
         """Key of the single best value; None without a direction, without values, or on a tie."""
@@ -62,29 +56,28 @@ def _spec(base: MetricSpec, data: Any, where: str) -> MetricSpec:
         raise ConfigError(f"{where}: unknown field {unknown[0]} (allowed: {', '.join(sorted(known))})")
     if data.get("direction", base.direction) not in ("higher", "lower", "none"):
         raise ConfigError(f"{where}.direction must be higher, lower or none, got {data['direction']!r}")
-    for key in ("rel", "abs"):
-        if key in data and (not isinstance(data[key], (int, float)) or data[key] < 0):
-            raise ConfigError(f"{where}.{key} must be a number >= 0, got {data[key]!r}")
+    for key in ("gate", "summary"):
+        if key in data and not isinstance(data[key], bool):
+            raise ConfigError(f"{where}.{key} must be true or false, got {data[key]!r}")
     return replace(base, **data)
 
 
-def _entry_base(default: MetricSpec, data: Any) -> MetricSpec:
-    """What an entry inherits: the default's fields, minus its label, and minus its tolerance when
-    the entry sets either part of one (``abs: 0.6`` alone must mean exactly 0.6, not max(0.6, default rel))."""
-    base = replace(default, label="")
-    if isinstance(data, dict) and ("rel" in data or "abs" in data):
-        base = replace(base, rel=0.0, abs=0.0)
-    return base
+def _rule(data: Any, where: str) -> NoiseRule:
+    known = {f.name for f in fields(NoiseRule)}
+    if not isinstance(data, dict) or set(data) - known:
+        raise ConfigError(f"{where} must map {', '.join(sorted(known))} to numbers, got {data!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in data.values()):
+        raise ConfigError(f"{where}: every field must be a number >= 0, got {data!r}")
+    return NoiseRule(**{k: float(v) for k, v in data.items()})
 
 
 class MetricSpecs:
     """Lookup: exact name, else the first matching pattern in file order, else the default."""
 
-    def __init__(self, default: MetricSpec, entries: dict[str, MetricSpec],
-                 file_scale: dict[str, float] | None = None) -> None:
+    def __init__(self, default: MetricSpec, entries: dict[str, MetricSpec], rule: NoiseRule | None = None) -> None:
         self.default = default
         self.entries = entries
-        self.file_scale = file_scale or {}
+        self.rule = rule or NoiseRule()
 
     def __call__(self, name: str) -> MetricSpec:
         if name in self.entries:
@@ -98,29 +91,23 @@ class MetricSpecs:
         return self(name).label or name
 
     def for_key(self, key: str) -> MetricSpec:
-        """The gate's spec for ``"<file>.json:<metric>"``: the metric's, tolerance times the file's scale."""
-        file, _, metric = key.partition(":")
-        spec = self(metric.rsplit(".", 1)[-1])
-        scale = self.file_scale.get(file, 1.0)
-        return replace(spec, rel=spec.rel * scale, abs=spec.abs * scale) if scale != 1.0 else spec
+        """The spec of ``"<file>.json:<metric>"`` (the gate's keys)."""
+        return self(key.partition(":")[2].rsplit(".", 1)[-1])
 
 
 def parse_specs(data: Any, source: str = str(SPECS_FILE)) -> MetricSpecs:
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a mapping with `default` and `metrics`")
-    unknown = sorted(set(data) - {"default", "metrics", "file_scale"})
+    unknown = sorted(set(data) - {"default", "metrics", "band_rule"})
     if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]} (allowed: default, metrics, file_scale)")
+        raise ConfigError(f"{source}: unknown key {unknown[0]} (allowed: default, metrics, band_rule)")
     default = _spec(MetricSpec(), data.get("default") or {}, f"{source}:default")
     metrics = data.get("metrics") or {}
     if not isinstance(metrics, dict):
         raise ConfigError(f"{source}: metrics must map metric names to fields")
-    entries = {str(k): _spec(_entry_base(default, v), v, f"{source}:metrics.{k}") for k, v in metrics.items()}
-    file_scale = data.get("file_scale") or {}
-    if not isinstance(file_scale, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in file_scale.values()):
-        raise ConfigError(f"{source}: file_scale must map metric file names to numbers > 0, got {file_scale!r}")
-    return MetricSpecs(default, entries, {str(k): float(v) for k, v in file_scale.items()})
+    # An entry inherits the default's fields except its label.
+    entries = {str(k): _spec(replace(default, label=""), v, f"{source}:metrics.{k}") for k, v in metrics.items()}
+    return MetricSpecs(default, entries, _rule(data.get("band_rule") or {}, f"{source}:band_rule"))
 
 
 def load_specs(path: Path = SPECS_FILE) -> MetricSpecs:

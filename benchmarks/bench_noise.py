@@ -1,0 +1,134 @@
+"""Run-to-run spread of every metric of the default pipeline: seeds x precision -> ``metrics_noise.json``.
+
+The CI metric gate and the report's tie rule need to know how far a metric moves when nothing but
+the arithmetic changes: a rerun on another CPU kind (fp32 on AVX2-only CPUs, bf16 autocast on
+AVX-512 BF16 / AMX ones) drifts like a new seed, and an adversarial game does so most. So this
+script trains and evaluates every family of the default ``params.yaml``
+
+- once per seed in ``--seeds`` (the first is the committed ``seed``) at ``runtime.precision: auto``
+  (what a plain ``dvc repro`` picks on this machine), and
+- once at ``--other-seed`` (default: the committed seed) in the *other* precision (fp32 where
+  ``auto`` is bf16, forced bf16 autocast where ``auto`` is fp32: it runs on any CPU, only slower),
+
+on one prepared dataset (``prepare`` runs once with the committed seed: the data is an input of
+the comparison, not part of its noise), then writes per ``<file>:<metric>`` the mean, standard
+deviation (n-1), min, max and n over all runs, with the per-run values and the command and machine
+in the header. It runs in a throw-away copy of the repository (like ``bench_pipeline``), the
+stages one after another with the same commands ``dvc.yaml`` uses, importing the copy's ``src/``. About 45 min on 2 Zen 4 cores (4 runs of ~10 min); partial results are kept after each
+run in ``benchmarks/results/noise_runs.json`` and ``--resume`` continues from them.
+
+Run: ``python -m benchmarks.bench_noise [--seeds 1234 1 2] [--other-seed 1234]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks.bench_pipeline import REPO, copy_repo
+from benchmarks.timing import machine
+from facegen.evaluation.noise import NOISE_FILE, summarise
+from facegen.runtime import BF16_CPU_FLAGS, cpu_flags
+
+RUNS_FILE = REPO / "benchmarks" / "results" / "noise_runs.json"
+FAMILIES = ("vae", "beta_vae", "vqvae", "dcgan")
+# dvc.yaml's stages after prepare, in an order that respects its DAG (report only reads metrics).
+STAGES = (["train_classifier.py"], *(["train.py", "--family", f] for f in FAMILIES), ["extract_codes.py"],
+          ["fit_prior.py"], *(["evaluate.py", "--family", f] for f in FAMILIES))
+# What a run writes and the next run must not see (resumable state would resume the previous run).
+RUN_OUTPUTS = ("models", "metrics", "reports", "data/codes", ".facegen_state")
+
+
+def set_params(workdir: Path, seed: int, precision: str) -> None:
+    path = workdir / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["seed"] = seed
+    params["runtime"]["precision"] = precision
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stage_env(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # PYTHONPATH: the copy's own src/ shadows the editable install (the working tree, which may change
+    # during the ~45 min this runs).
+    env.update({"FACEGEN_REPO_ROOT": str(workdir), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlruns.db'}",
+                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}", "PYTHONPATH": str(workdir / "src")})
+    env.pop("RANK", None)
+    return env
+
+
+def run_stage(workdir: Path, argv: list[str], log) -> None:  # noqa: ANN001 - an open text file
+    cmd = [sys.executable, f"stages/{argv[0]}", *argv[1:]]
+    log.write(f"$ {shlex.join(cmd)}\n")
+    log.flush()
+    done = subprocess.run(cmd, cwd=workdir, env=stage_env(workdir), stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"stage {shlex.join(argv)} failed (exit {done.returncode}); see {log.name}")
+
+
+def one_run(workdir: Path, seed: int, precision: str, resolved: str, log) -> dict[str, object]:  # noqa: ANN001
+    for name in RUN_OUTPUTS:
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    set_params(workdir, seed, precision)
+    start = time.perf_counter()
+    for argv in STAGES:
+        run_stage(workdir, list(argv), log)
+    metrics = {}
+    for family_file in sorted((workdir / "metrics").glob("*.json")):
+        metrics[family_file.name] = json.loads(family_file.read_text())
+    return {"seed": seed, "precision": resolved, "seconds": round(time.perf_counter() - start, 1),
+            "metrics": metrics}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds at precision auto (default: "
+                    "params.yaml's seed, then 1 and 2)")
+    ap.add_argument("--other-seed", type=int, default=None, help="seed of the other-precision run (default: "
+                    "params.yaml's seed)")
+    ap.add_argument("--resume", action="store_true", help=f"keep the runs already in {RUNS_FILE.name}")
+    args = ap.parse_args()
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())
+    seeds = args.seeds or [committed["seed"], 1, 2]
+    auto = "bf16" if cpu_flags() & BF16_CPU_FLAGS else "fp32"
+    other = "fp32" if auto == "bf16" else "bf16"
+    plan = [(s, "auto") for s in seeds] + [(args.other_seed or committed["seed"], other)]
+    runs: list[dict[str, object]] = json.loads(RUNS_FILE.read_text())["runs"] if args.resume and \
+        RUNS_FILE.is_file() else []
+    header = {"command": shlex.join(["python", "-m", "benchmarks.bench_noise", *sys.argv[1:]]),
+              "machine": {**machine(), "bf16_flags": sorted(cpu_flags() & BF16_CPU_FLAGS), "auto_precision": auto},
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    workdir = Path(tempfile.mkdtemp(prefix="facegen-noise-"))
+    log_path = REPO / "benchmarks" / "results" / "noise.log"
+    try:
+        copy_repo(workdir)
+        with open(log_path, "a") as log:
+            set_params(workdir, committed["seed"], "auto")
+            run_stage(workdir, ["prepare.py"], log)  # the committed data, once
+            for seed, precision in plan:
+                resolved = auto if precision == "auto" else precision
+                if any(r["seed"] == seed and r["precision"] == resolved for r in runs):
+                    continue
+                print(f"run: seed {seed}, precision {resolved}", flush=True)
+                runs.append(one_run(workdir, seed, precision, resolved, log))
+                RUNS_FILE.write_text(json.dumps({**header, "runs": runs}, indent=1) + "\n")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    doc = {**header, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "runs": [{k: r[k] for k in ("seed", "precision", "seconds")} for r in runs],
+           "metrics": summarise([r["metrics"] for r in runs])}
+    (REPO / NOISE_FILE).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    print(f"wrote {NOISE_FILE} ({len(doc['metrics'])} metrics, {len(runs)} runs)")
+
+
+if __name__ == "__main__":
+    main()
