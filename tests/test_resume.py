@@ -2,7 +2,8 @@
 
 Real subprocesses of ``stages/train.py`` on a tiny repo: one run goes straight through, another
 is killed as soon as its first epoch's resumable state lands in ``runtime.state_dir`` and is then
-rerun. The final weights must be bit-identical and the per-epoch metrics equal (timings aside).
+rerun. The final weights must be bit-identical and the per-epoch logs equal byte for byte (they hold
+no timings: those go to MLflow and the log).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ pytestmark = pytest.mark.slow  # three stage processes (~1 min on the 2-core CI 
 
 # Enough steps per epoch (100) that the kill lands inside epoch 2, not after the run finished.
 LONG_EPOCHS = {"train": 1600, "val": 32, "test": 16}
-TIMINGS = ["img_per_s", "seconds"]
 
 
 def _repo(root):
@@ -63,9 +63,8 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    log_a = pd.read_csv(straight / "metrics" / "vae_train.csv").drop(columns=TIMINGS)
-    log_b = pd.read_csv(killed / "metrics" / "vae_train.csv").drop(columns=TIMINGS)
-    pd.testing.assert_frame_equal(log_a, log_b, check_exact=True)
+    assert (straight / "metrics" / "vae_train.csv").read_bytes() == (killed / "metrics" / "vae_train.csv").read_bytes()
+    log_b = pd.read_csv(killed / "metrics" / "vae_train.csv")
     assert list(log_b["epoch"]) == [1, 2, 3]
     # A finished run leaves no resumable state behind (a later run starts fresh).
     assert not list((killed / ".facegen_state").glob("*.pt"))

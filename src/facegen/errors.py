@@ -15,3 +15,11 @@ class ConfigError(FacegenError):
 
 class CheckpointError(FacegenError):
     """A checkpoint is truncated, from another architecture, or not a facegen checkpoint."""
+
+
+class TrainingDivergedError(FacegenError):
+    """A loss went NaN/inf, or weights about to be saved are not finite: the run produced garbage."""
+
+
+class TrackingError(FacegenError):
+    """An MLflow run or its artifacts cannot be read back (unknown run, moved or deleted artifacts)."""

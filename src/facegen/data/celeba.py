@@ -99,10 +99,25 @@ def _read_attributes(layout: CelebaLayout) -> pd.DataFrame:
     if table.columns[0] != "image_id" or table.shape[1] < 2:
         raise DataError(f"{layout.attr_file} does not start with an image_id column followed by attributes: "
                         "re-extract it from the archive")
+    return _as_plus_minus_one(table, layout.attr_file)
+
+
+def _as_plus_minus_one(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Attribute values as CelebA's 1/-1. Files re-saved with 0/1 (a common Kaggle/pandas export)
+    are accepted when that reading is unambiguous: every value is 0 or 1 (a CelebA file never has 0).
+    Anything else is refused naming the column and the values found."""
     values = table.iloc[:, 1:]
-    if not values.isin([1, -1]).all().all():
-        raise DataError(f"{layout.attr_file} has attribute values other than 1/-1: re-extract it from the archive")
-    return table
+    if values.isin([1, -1]).all().all():
+        return table
+    if values.isin([0, 1]).all().all():
+        return pd.concat([table.iloc[:, :1], values.replace(0, -1)], axis=1)
+    bad = next(c for c in values.columns if not values[c].isin([1, -1]).all())
+    found: list[object] = sorted(pd.unique(values[bad].dropna()).tolist(), key=str)[:6]
+    if values[bad].isna().any():
+        found.append("empty cells")
+    raise DataError(f"{path} column {bad} has values {found}: expected CelebA's 1/-1 (or 0/1 throughout the "
+                    "file); fix or replace the file so that every attribute is 1/-1, e.g. the original "
+                    "list_attr_celeba from the CelebA archive")
 
 
 def _read_partition(layout: CelebaLayout) -> pd.DataFrame:

@@ -7,8 +7,9 @@ in the DCT domain, which is most of the speed-up; it never decodes below the res
 
 Output (``out_dir``): ``{train,val,test}.npy`` uint8 (N, S, S, 3) in partition-file order,
 ``attrs.csv`` (image_id, split, configured attributes as 0/1; same row order: train, val, test),
-``factors.csv`` when the source has ground-truth factors, and ``summary.json``. It is built in a
-sibling temp folder and renamed into place, so a failure never leaves a half-written cache.
+``factors.csv`` when the source has ground-truth factors, and ``summary.json`` (counts only: the
+folder is a function of the data params, so its DVC hash changes only when they do). It is built
+in a sibling temp folder and renamed into place, so a failure never leaves a half-written cache.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,14 @@ class PrepareSummary:
     corrupt: int
     seconds: float
     images_per_second: float
+
+    def content(self) -> dict[str, object]:
+        """What ``summary.json`` holds: only what the inputs determine (counts), never timings.
+
+        ``data/prepared`` is a DVC output: a run-dependent byte in it would give it a new hash on
+        every run and make every downstream stage stale. Timings go to MLflow and the log.
+        """
+        return {"counts": self.counts, "corrupt": self.corrupt}
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
@@ -162,7 +171,7 @@ def prepare(cfg: DataConfig, seed: int, out_dir: Path) -> PrepareSummary:
         counts = kept["split"].value_counts()
         summary = PrepareSummary({s: int(counts.get(s, 0)) for s in SPLITS}, corrupt, round(seconds, 3),
                                  round(len(table) / seconds, 1))
-        (tmp / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(summary.content(), indent=2, sort_keys=True) + "\n")
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -200,7 +209,8 @@ def prepare_stage(params: Params) -> PrepareSummary:
         log.info("prepared %s", summary)
         tracker.log_metrics({**{f"images_{s}": float(n) for s, n in summary.counts.items()},
                              "corrupt_skipped": float(summary.corrupt),
-                             "prepare_images_per_s": summary.images_per_second})
+                             "prepare_images_per_s": summary.images_per_second,
+                             "prepare_seconds": summary.seconds})
         faces = np.load(paths.PREPARED / "train.npy", mmap_mode="r")[:GRID_FACES]
         tracker.log_image(grid_array(torch.from_numpy(np.array(faces)).permute(0, 3, 1, 2).float() / 255),
                           "train_faces.png")

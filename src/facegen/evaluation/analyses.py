@@ -64,7 +64,7 @@ def reconstruction(ctx: EvalContext) -> dict[str, float]:
 
 
 def samples(ctx: EvalContext) -> dict[str, float]:
-    """A sample grid and the sampling speed (images/s, batch of grid_size², after one warm-up)."""
+    """A sample grid; the sampling speed (images/s, batch of grid_size², after one warm-up) goes to ``ctx.timings``."""
     n = ctx.cfg.grid_size ** 2
     with eval_mode(ctx.model), ctx.rt.autocast():
         ctx.model.sample(2, ctx.generator(1))
@@ -72,7 +72,8 @@ def samples(ctx: EvalContext) -> dict[str, float]:
         imgs = ctx.model.sample(n, ctx.generator(2)).float()
         seconds = time.perf_counter() - t0
     save_grid(imgs, ctx.out_dir / "samples.png", nrow=ctx.cfg.grid_size)
-    return {"sample_img_per_s": n / seconds}
+    ctx.timings["sample_img_per_s"] = n / seconds
+    return {}
 
 
 def interpolation(ctx: EvalContext) -> dict[str, float]:

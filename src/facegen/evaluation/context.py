@@ -30,6 +30,9 @@ class EvalContext:
     out_dir: Path
     classifier: Any = None  # trained attribute classifier (models/classifier) when available
     notes: list[str] = field(default_factory=list)  # human-readable remarks for the report
+    # Run-dependent measurements (sampling speed): logged to MLflow and the log, never returned as
+    # metrics, because metrics/<family>.json is a DVC output and must be a function of its inputs.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A fresh generator per analysis: adding an analysis never shifts another's random draws."""

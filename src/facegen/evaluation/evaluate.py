@@ -72,6 +72,9 @@ def evaluate_family(params: Params, family: str) -> dict[str, float]:
         write_json(ctx.notes, ctx.out_dir / "notes.json")
         write_json(metrics, paths.metrics_file(family))
         tracker.log_metrics(metrics)
+        tracker.log_metrics(ctx.timings)
+        if ctx.timings:
+            log.info("%s: %s", family, ", ".join(f"{k} {v:.1f}" for k, v in ctx.timings.items()))
         tracker.log_artifacts(ctx.out_dir, "reports")
         tracker.log_artifact(paths.metrics_file(family))
     return metrics

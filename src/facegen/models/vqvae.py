@@ -177,7 +177,8 @@ class VQVAE(SingleLossTraining, GenerativeModel):
         save_labelled_rows(list(images.split(cols)), ctx.out_dir / "conditional_samples.png",
                            row_labels=["all off", *(f"{n} on" for n in names)],
                            title=f"{self.family}: prior samples with one attribute on (same noise per column)")
-        return {"prior_samples_per_s": len(codes) / seconds}
+        ctx.timings["prior_samples_per_s"] = len(codes) / seconds  # MLflow only: not a DVC metric
+        return {}
 
 
 # -- code statistics (extract_codes and evaluation) ------------------------------------------------

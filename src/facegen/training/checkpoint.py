@@ -16,15 +16,31 @@ from typing import Any
 import torch
 
 from facegen.config import MODEL_CONFIGS, from_dict, to_dict
-from facegen.errors import CheckpointError
+from facegen.errors import CheckpointError, TrainingDivergedError
 from facegen.models import build
 from facegen.models.base import GenerativeModel
 
 MODEL_FORMAT = "facegen-model/1"
-STATE_FORMAT = "facegen-train-state/1"
+
+
+def require_finite(state_dict: dict[str, Any], path: Path) -> None:
+    """Refuse to write weights with NaN/inf: such a file would load fine and produce only noise."""
+    bad = [name for name, t in state_dict.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise TrainingDivergedError(
+            f"refusing to write {path}: {len(bad)} of {len(state_dict)} tensors are not finite (e.g. {bad[0]}); "
+            "training diverged: lower the learning rate (train.lr) in params.yaml and rerun")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` to ``path`` via temp file + fsync + rename.
+
+    Every weights file (model, prior, classifier) stores its tensors under ``"state_dict"``; those are
+    checked to be finite first, so no writer can save a diverged model.
+    """
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        require_finite(obj["state_dict"], path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

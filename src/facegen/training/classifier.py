@@ -49,7 +49,7 @@ def train_classifier(params: Params) -> dict[str, float]:
               "runtime": {"resolved_device": str(rt.device), "resolved_precision": rt.precision}}
     with start_run("train_classifier", "classifier", logged, digest, params.tracking.experiment) as tracker:
         fit(model, train, val, cfg.train, rt, generator, state_path=state_path, csv_path=TRAIN_LOG,
-            on_epoch=lambda epoch, row, _images: tracker.log_metrics(row, step=epoch))
+            on_epoch=lambda epoch, row, _images: tracker.log_metrics(row, step=epoch), params_key="classifier.train")
         metrics = attribute_accuracy(model, test, cfg.train.batch_size, rt)
         save_classifier(model, CLASSIFIER_FILE)
         write_json(metrics, METRICS_FILE)

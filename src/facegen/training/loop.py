@@ -11,11 +11,19 @@ Optimisers come from ``Runtime.optimizers`` (fused kernels where the device has 
 Under ``torchrun`` (``dist.world_size > 1``) each rank trains on its shard of every global batch;
 facegen.distributed averages gradients at each optimiser step and buffers after each step, and
 only rank 0 writes the CSV, the resumable state and calls ``on_epoch`` (tracking).
+
+A NaN/inf epoch loss stops training with a TrainingDivergedError (no state or model is written
+for it). The check reads the per-epoch means the loop computes anyway: a non-finite loss at any
+step makes its epoch sum non-finite, so no per-step sync and no change to a finite run.
+
+Timings (seconds, img/s) go to ``on_epoch`` (MLflow) and the log only: the CSV is a DVC output and
+holds only what the inputs determine.
 """
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,9 +38,11 @@ from facegen import distributed
 from facegen.config import TrainConfig
 from facegen.data.dataset import FaceSplit
 from facegen.distributed import Distributed
+from facegen.errors import TrainingDivergedError
 from facegen.models.base import GenerativeModel
 from facegen.runtime import Runtime, eval_mode
-from facegen.training.checkpoint import STATE_FORMAT, atomic_save, load_weights, safe_load
+from facegen.training.checkpoint import atomic_save
+from facegen.training.state import STATE_FORMAT, code_hash, load_matching, set_aside
 
 PROGRESS_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
 log = logging.getLogger(__name__)
@@ -84,35 +94,60 @@ def _accumulate(sums: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> 
         sums[k] = sums[k] + v if k in sums else v.clone()
 
 
-def _resume(state_path: Path | None, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
+def _shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _resume(state_path: Path | None, code: str, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
             generator: torch.Generator, result: FitResult) -> None:
-    """Continue from the last completed epoch when ``state_path`` holds this loop's state."""
-    if state_path is None or not state_path.is_file():
+    """Continue from the last completed epoch when ``state_path`` holds this code's state for this model.
+
+    A state that does not fit (other code, other tensor shapes, other optimisers) is set aside with
+    one warning before anything is loaded, so a fresh start is exactly a fresh start.
+    """
+    state = load_matching(state_path, code)
+    if state is None:
         return
-    state = safe_load(state_path)
-    if state["format"] != STATE_FORMAT:
+    assert state_path is not None
+    if _shapes(state["model"]) != _shapes(model.state_dict()) or set(state["optimizers"]) != set(opts):
+        set_aside(state_path, f"holds a different {model.family} architecture")
         return
-    load_weights(model, state["model"], state_path)
-    for name, opt in opts.items():
-        opt.load_state_dict(state["optimizers"][name])
+    try:  # Optimizer.load_state_dict checks group and parameter counts before it changes anything
+        for name, opt in opts.items():
+            opt.load_state_dict(state["optimizers"][name])
+    except (ValueError, KeyError) as err:
+        set_aside(state_path, f"holds optimiser state that does not fit ({err})")
+        return
+    model.load_state_dict(state["model"])
     _restore_rng(state["rng"], generator)
     result.history = state["history"]
     result.resumed_from_epoch = state["epoch"]
     log.info("%s: resuming after epoch %d from %s", model.family, state["epoch"], state_path)
 
 
+def _diverged(row: dict[str, float]) -> str | None:
+    """The first non-finite metric of an epoch row, as ``name = value``, or None."""
+    for name, value in row.items():
+        if not math.isfinite(value):
+            return f"{name} = {value}"
+    return None
+
+
 def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: TrainConfig, rt: Runtime,
         generator: torch.Generator, *, state_path: Path | None = None, csv_path: Path | None = None,
         on_epoch: Callable[[int, dict[str, float], dict[str, torch.Tensor]], None] | None = None,
-        dist: Distributed = Distributed()) -> FitResult:
-    """Train ``model`` for ``tcfg.epochs``; resume from ``state_path`` when it holds a checkpoint.
+        dist: Distributed = Distributed(), params_key: str = "train") -> FitResult:
+    """Train ``model`` for ``tcfg.epochs``; resume from ``state_path`` when it holds a matching state.
 
-    ``on_epoch(epoch, row, images)`` receives the epoch's metrics and monitoring images (tracking).
-    ``tcfg.batch_size`` is the global batch: each of ``dist.world_size`` ranks takes its share.
+    ``on_epoch(epoch, row, images)`` receives the epoch's metrics plus its timings and monitoring
+    images (tracking). ``tcfg.batch_size`` is the global batch: each of ``dist.world_size`` ranks
+    takes its share. ``params_key`` is where ``tcfg`` lives in params.yaml (``models.vae.train``),
+    so a divergence names the knob to lower. Raises TrainingDivergedError on a NaN/inf epoch.
     """
+    code = code_hash()  # at entry: by now the same code has always loaded the same modules
     opts = rt.optimizers(model)
     result = FitResult()
-    _resume(state_path, model, opts, generator, result)
+    _resume(state_path, code, model, opts, generator, result)
     batch_size = dist.local_batch(tcfg.batch_size)
     if dist.enabled:
         distributed.broadcast_state(model)
@@ -151,21 +186,26 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
         row: dict[str, float] = {"epoch": epoch + 1, **_mean(sums, steps_per_epoch, "train")}
         if val is not None and len(val):
             row.update(evaluate_losses(model, val, tcfg.batch_size, rt, dist))
-        row["img_per_s"] = images_seen * dist.world_size / seconds
-        row["seconds"] = seconds
+        timings = {"img_per_s": images_seen * dist.world_size / seconds, "seconds": seconds}
+        log.info("%s epoch %d: %.1f s, %.0f img/s", model.family, epoch + 1, seconds, timings["img_per_s"])
         result.history.append(row)
-        monitor = model.epoch_end(epoch)
+        bad = _diverged(row)
+        monitor = model.epoch_end(epoch) if bad is None else {}  # no grid of NaN images
         if dist.is_main:
             if csv_path is not None:
-                write_history(result.history, csv_path)
+                write_history(result.history, csv_path)  # with the diverged row: it shows where
             if on_epoch is not None:
-                on_epoch(epoch + 1, row, monitor)
-            if state_path is not None:
+                on_epoch(epoch + 1, {**row, **timings}, monitor)
+            if state_path is not None and bad is None:
                 atomic_save({
-                    "format": STATE_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                    "format": STATE_FORMAT, "code": code, "epoch": epoch + 1, "model": model.state_dict(),
                     "optimizers": {k: o.state_dict() for k, o in opts.items()},
                     "rng": _rng_state(generator), "history": result.history,
                 }, state_path)
+        if bad is not None:
+            raise TrainingDivergedError(
+                f"{model.family} training diverged in epoch {epoch + 1} of {tcfg.epochs} ({bad}); no model was "
+                f"written: lower {params_key}.lr (now {tcfg.lr:g}) in params.yaml and rerun")
     return result
 
 

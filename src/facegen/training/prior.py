@@ -81,7 +81,8 @@ def fit_prior(params: Params) -> tuple[FitResult, dict[str, float]]:
               "num_parameters": sum(p.numel() for p in prior.parameters())}
     with start_run("fit_prior", PRIOR_NAME, logged, digest, params.tracking.experiment) as tracker:
         result = fit(prior, train, val, cfg.train, rt, generator, state_path=state_path, csv_path=PRIOR_LOG,
-                     on_epoch=lambda epoch, row, _: tracker.log_metrics(row, step=epoch))
+                     on_epoch=lambda epoch, row, _: tracker.log_metrics(row, step=epoch),
+                     params_key="prior.train")
         save_prior(prior, PRIOR_DIR / "model.pt")
         metrics = nll(prior, test, cfg.train.batch_size, rt, 3 * meta["image_size"] ** 2)
         (PRIOR_DIR / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -47,7 +47,8 @@ def train_family(params: Params, family: str) -> FitResult:
                     tracker.log_image(grid_array(batch), f"epochs/{name}_{epoch:03d}.png")
 
             result = fit(model, train, val, cfg.train, rt, generator, state_path=state_path,
-                         csv_path=paths.train_log(family), on_epoch=on_epoch, dist=dist)
+                         csv_path=paths.train_log(family), on_epoch=on_epoch, dist=dist,
+                         params_key=f"models.{family}.train")
             if dist.is_main:
                 save_model(model, paths.model_file(family))
                 tracker.log_artifact(paths.model_file(family), "model")
