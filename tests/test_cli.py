@@ -152,7 +152,7 @@ def test_model_from_mlflow_run(ws, tmp_path, capsys):
     assert run(ws, "sample", "--run-id", run_id, "--family", "dcgan", "--out", str(out)) == 2
     assert "holds a vae model, not dcgan" in one_line_error(capsys)
     assert run(ws, "sample", "--run-id", "0123456789abcdef", "--out", str(out)) == 2
-    assert "cannot fetch model/model.pt of MLflow run 0123456789abcdef" in one_line_error(capsys)
+    assert "cannot read MLflow run 0123456789abcdef" in one_line_error(capsys)
     assert cli.main(["info", "--models-dir", str(ws / "models"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["families"]["vae"]["mlflow_run"] == {
         "run_id": run_id, "git_commit": tracking.git_commit(), "params_hash": "abc123"}

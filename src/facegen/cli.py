@@ -262,7 +262,8 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     print(f"wrote a {args.steps}-step interpolation to {args.out}")
 
 
-def family_info(family: str, args: argparse.Namespace) -> dict[str, Any]:
+def family_info(family: str, args: argparse.Namespace, run: dict[str, str] | None = None) -> dict[str, Any]:
+    """What ``facegen info`` shows for one family; ``run`` is its newest MLflow training run, if known."""
     path = model_path(args.models_dir, family)
     if not path.is_file():
         return {"trained": False, "train_command": f"dvc repro train@{family}"}
@@ -273,17 +274,19 @@ def family_info(family: str, args: argparse.Namespace) -> dict[str, Any]:
         "modified": datetime.fromtimestamp(stat.st_mtime).isoformat(timespec="seconds"),
         "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
     }
-    run = tracking.latest_run("train", family)
     if run is not None:
         info["mlflow_run"] = {k: run.get(k, "") for k in ("run_id", "git_commit", "params_hash")}
     return info
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    families = {family: family_info(family, args) for family in FAMILIES}
+    # One lookup for all families: an unreachable tracking server costs one timeout, and then
+    # every family says so instead of claiming it has no run.
+    runs, problem = tracking.latest_runs("train", list(FAMILIES))
+    families = {family: family_info(family, args, runs.get(family)) for family in FAMILIES}
     others = sorted(d.name for d in args.models_dir.glob("*") if d.name not in FAMILIES and (d / "model.pt").is_file())
     if args.json:
-        print(json.dumps({"families": families, "other_models": others}, indent=2))
+        print(json.dumps({"families": families, "other_models": others, "tracking_problem": problem}, indent=2))
         return
     for family, info in families.items():
         if not info["trained"]:
@@ -291,8 +294,10 @@ def cmd_info(args: argparse.Namespace) -> None:
             continue
         print(f"{family}: {info['model_file']} ({info['size_mb']} MB, modified {info['modified']})")
         run = info.get("mlflow_run")
-        print(f"  from: MLflow run {run['run_id']} (git {run['git_commit'][:10]}, params hash {run['params_hash']})"
-              if run else "  from: no MLflow training run found in the tracking store")
+        if run:
+            print(f"  from: MLflow run {run['run_id']} (git {run['git_commit'][:10]}, params hash {run['params_hash']})")
+        else:
+            print(f"  from: {problem}" if problem else "  from: no MLflow training run found in the tracking store")
         metrics = info["metrics"]
         text = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}"
                          for k, v in sorted(metrics.items())) if metrics else \

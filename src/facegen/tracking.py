@@ -1,42 +1,89 @@
 """MLflow tracking: the only module that imports mlflow.
 
-One run per stage execution, named ``<stage>:<family>``, tagged with stage, family, git commit and
-params hash. Tracking is a side channel: if the tracking server is unreachable the stage still
-completes and its outputs are intact, we warn once and turn every later call into a no-op.
+One run per stage execution, named ``<stage>:<family>``, tagged with stage, family, git commit,
+params hash and, under ``dvc exp run``, the DVC experiment name (``dvc_experiment``) and baseline.
+Tracking is a side channel: if the tracking server is unreachable the stage still completes and
+its outputs are intact, we warn once and turn every later call into a no-op.
+
+Where the store is: ``MLFLOW_TRACKING_URI``, else ``sqlite:///<repo root>/mlruns.db`` with artifacts
+in ``<repo root>/mlruns-artifacts``. The repo root is the *original* repository even when DVC runs a
+stage in a temporary copy (``dvc exp run --temp`` / ``--queue`` run in ``.dvc/tmp/exps/...``, which
+DVC deletes afterwards): DVC sets ``DVC_ROOT`` to the original root for every stage it runs.
+
+A local store records absolute artifact paths (MLflow resolves them when an experiment is
+created, and has no API to change them). So that a moved or copied checkout keeps working, a
+stage re-points the store's artifact paths at this checkout's ``mlruns-artifacts`` before it logs
+(``_relocate``), and reading a run's artifacts falls back to this checkout's copy. A tracking
+server (``mlflow server``) proxies artifacts as ``mlflow-artifacts:/...`` URIs, which move with it.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import sqlite3
 import subprocess
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import unquote, urlparse
 
 from facegen.config import flatten
-from facegen.errors import FacegenError
-
+from facegen.errors import TrackingError
 
 REPO_ROOT_ENV = "FACEGEN_REPO_ROOT"
+ARTIFACTS_DIR = "mlruns-artifacts"  # beside mlruns.db; git- and dvc-ignored (mlruns*)
+EXPS_TMP = (".dvc", "tmp", "exps")  # where `dvc exp run --temp/--queue` make their copies
 
 
 def repo_root() -> Path:
-    """The repository root (where params.yaml lives): stages run from there under dvc."""
-    return Path(os.environ.get(REPO_ROOT_ENV, Path.cwd())).resolve()
+    """The original repository root, also from inside a DVC experiment's temporary copy.
+
+    ``FACEGEN_REPO_ROOT`` (tests, unusual set-ups), else ``DVC_ROOT`` (set by DVC for every stage,
+    to the original repo also for --temp/--queue runs), else the part of the working directory
+    above ``.dvc/tmp/exps`` when run by hand inside such a copy, else the working directory.
+    """
+    for var in (REPO_ROOT_ENV, "DVC_ROOT"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).resolve()
+    cwd = Path.cwd().resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - len(EXPS_TMP) + 1):
+        if parts[i:i + len(EXPS_TMP)] == EXPS_TMP:
+            return Path(*parts[:i])
+    return cwd
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlruns.db'}"
 
 
+def _local_db(uri: str) -> Path | None:
+    """The SQLite file of a ``sqlite:///`` URI (None for servers and other backends)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root() -> Path:
+    """Where this checkout keeps the artifacts of a local store."""
+    return repo_root() / ARTIFACTS_DIR
+
+
 def git_commit() -> str:
+    """The commit of the code that runs (the working directory: a DVC experiment's copy has its own)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=repo_root())
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def run_tags(stage: str, family: str, params_hash: str) -> dict[str, str]:
+    """The tags of a stage's run; the DVC ones match it to a row of ``dvc exp show``."""
+    tags = {"stage": stage, "family": family, "git_commit": git_commit(), "params_hash": params_hash}
+    for tag, var in (("dvc_experiment", "DVC_EXP_NAME"), ("dvc_baseline_rev", "DVC_EXP_BASELINE_REV")):
+        if os.environ.get(var):
+            tags[tag] = os.environ[var]
+    return tags
 
 
 class Tracker:
@@ -83,6 +130,36 @@ class Tracker:
             self._call("log_image", self._mlflow.log_image, image, artifact_file=artifact_file)
 
 
+def _file_path(uri: str) -> Path | None:
+    """The local path of a ``file:`` URI or plain path (None for other schemes)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return Path(uri) if parsed.scheme == "" else None
+
+
+def _relocate(db: Path, new_root: Path) -> None:
+    """Re-point a local store's artifact paths at ``new_root`` when the checkout moved or was copied.
+
+    Only paths of our own layout (``.../mlruns-artifacts/...``) are rewritten, in one transaction.
+    Plain SQL because MLflow has no API to change an experiment's or a run's artifact location.
+    """
+    if not db.is_file():
+        return
+    new = new_root.as_uri()
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"experiments", "runs"} <= tables:
+            return
+        roots = {loc[:loc.index(ARTIFACTS_DIR) + len(ARTIFACTS_DIR)]
+                 for (loc,) in con.execute("SELECT artifact_location FROM experiments")
+                 if loc and f"/{ARTIFACTS_DIR}" in loc and loc.startswith("file:")}
+        for old in roots - {new}:
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608 - fixed names
+                            f"WHERE substr({column}, 1, ?) = ?", (new, len(old) + 1, len(old), old))
+
+
 def _connect(experiment: str) -> Any:
     # Fail fast on an unreachable server instead of mlflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -90,12 +167,15 @@ def _connect(experiment: str) -> Any:
     import mlflow  # local import: keeps `import facegen` light for the CLI and tests
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    db = _local_db(uri)
+    if db is not None:
+        _relocate(db, artifact_root())
+    mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
-        # Keep artifacts beside the DB (git-ignored as mlruns*), not in the process cwd.
-        artifacts = None
-        if tracking_uri().startswith("sqlite:"):
-            artifacts = (repo_root() / "mlruns-artifacts").as_uri()
+        # A local store keeps artifacts beside the DB (git-ignored as mlruns*), never in the process
+        # cwd; a server chooses its own (mlflow-artifacts:/ proxied, or its --default-artifact-root).
+        artifacts = artifact_root().as_uri() if db is not None else None
         mlflow.create_experiment(experiment, artifact_location=artifacts)
     mlflow.set_experiment(experiment)
     return mlflow
@@ -108,9 +188,7 @@ def start_run(stage: str, family: str, params: Mapping[str, Any], params_hash: s
     tracker = Tracker()
     try:
         mlflow = _connect(experiment)
-        mlflow.start_run(run_name=f"{stage}:{family}", tags={
-            "stage": stage, "family": family, "git_commit": git_commit(), "params_hash": params_hash,
-        })
+        mlflow.start_run(run_name=f"{stage}:{family}", tags=run_tags(stage, family, params_hash))
         tracker._mlflow = mlflow
     except Exception as err:  # noqa: BLE001 - unreachable server, bad URI, locked DB...
         first_line = str(err).splitlines()[0] if str(err) else ""
@@ -137,7 +215,8 @@ def _reader() -> Any | None:
     read-only command, so that case is answered without touching mlflow.
     """
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    db = _local_db(uri)
+    if db is not None and not db.is_file():
         return None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -150,32 +229,78 @@ def _reader() -> Any | None:
 
 
 def download_artifact(run_id: str, artifact_path: str, dst: Path) -> Path:
-    """Fetch one artifact file of a run (e.g. ``model/model.pt``) into ``dst``; FacegenError if impossible."""
+    """Fetch one artifact file of a run (e.g. ``model/model.pt``) into ``dst``; TrackingError if impossible.
+
+    A local run whose recorded artifact folder is gone (the checkout was moved) is read from this
+    checkout's ``mlruns-artifacts`` when it has the run; otherwise the error names the missing path.
+    """
+    uri = tracking_uri()
     client = _reader()
     if client is None:
-        raise FacegenError(f"no MLflow store at {tracking_uri()}: set MLFLOW_TRACKING_URI or run from the repo root")
+        raise TrackingError(f"no MLflow store at {uri}: run a stage first, or set MLFLOW_TRACKING_URI to "
+                            "the store that holds this run")
     try:
-        return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
-    except Exception as err:  # noqa: BLE001 - unknown run, missing artifact, unreachable server
-        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise FacegenError(f"cannot fetch {artifact_path} of MLflow run {run_id} from {tracking_uri()}: "
-                           f"{first_line}") from None
+        run = client.get_run(run_id)
+    except Exception as err:  # noqa: BLE001 - unknown id, unreachable server, unreadable store
+        raise TrackingError(f"cannot read MLflow run {run_id} from {uri} ({_first_line(err)}): check the run id "
+                            "(`mlflow ui` lists them) and MLFLOW_TRACKING_URI") from None
+    source = run.info.artifact_uri
+    local = _file_path(source)
+    if local is not None and not local.is_dir():
+        moved = artifact_root() / local.as_posix().rpartition(f"/{ARTIFACTS_DIR}/")[2]
+        if f"/{ARTIFACTS_DIR}/" in local.as_posix() and moved.is_dir():
+            source = moved.as_uri()
+        else:
+            raise TrackingError(f"the artifacts of MLflow run {run_id} are missing: {local} does not exist (its "
+                                "checkout was moved or deleted, or mlruns-artifacts/ was not copied); rerun the "
+                                "stage that logged it, or use --family to read the pipeline's model")
+    try:
+        from mlflow.artifacts import download_artifacts
+
+        return Path(download_artifacts(artifact_uri=f"{source.rstrip('/')}/{artifact_path}", dst_path=str(dst),
+                                       tracking_uri=uri))
+    except Exception as err:  # noqa: BLE001 - missing file, unreachable server
+        raise TrackingError(f"cannot fetch {artifact_path} of MLflow run {run_id} from {source}: "
+                            f"{_first_line(err)}") from None
 
 
-def latest_run(stage: str, family: str, experiment: str = "facegen") -> dict[str, str] | None:
-    """Id, start time and tags of the newest finished ``<stage>:<family>`` run, or None (no store, no run)."""
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def latest_runs(stage: str, families: Sequence[str], experiment: str = "facegen"
+                ) -> tuple[dict[str, dict[str, str]], str | None]:
+    """Newest finished ``<stage>:<family>`` run per family, and why none could be looked up.
+
+    Returns ``(runs, problem)``: ``runs`` maps a family to the id, start time and tags of its
+    newest finished run (families without one are absent); ``problem`` is None, or one line such as
+    "tracking server unreachable at <uri>" when the store cannot be read. The store is asked
+    once for all families, so an unreachable server costs one timeout, not one per family.
+    """
+    uri = tracking_uri()
+    found: dict[str, dict[str, str]] = {}
     try:
         client = _reader()
         exp = client.get_experiment_by_name(experiment) if client is not None else None
         if exp is None:
-            return None
-        runs = client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                  filter_string=f"tags.stage = '{stage}' and tags.family = '{family}' "
-                                                "and attributes.status = 'FINISHED'")
+            return found, None
+        for family in families:  # the first failure ends the lookup: at most one timeout in all
+            runs = client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                      filter_string=f"tags.stage = '{stage}' and tags.family = '{family}' "
+                                                    "and attributes.status = 'FINISHED'")
+            if runs:
+                run = runs[0]
+                found[family] = {"run_id": run.info.run_id, "start_time": str(run.info.start_time), **run.data.tags}
     except Exception as err:  # noqa: BLE001 - tracking is a side channel: report, do not fail
-        warnings.warn(f"MLflow lookup failed ({type(err).__name__}); run provenance not shown", stacklevel=2)
-        return None
-    if not runs:
-        return None
-    run = runs[0]
-    return {"run_id": run.info.run_id, "start_time": str(run.info.start_time), **run.data.tags}
+        what = "tracking server unreachable" if uri.startswith(("http:", "https:")) else "MLflow store unreadable"
+        return found, f"{what} at {uri} ({type(err).__name__})"
+    return found, None
+
+
+def latest_run(stage: str, family: str, experiment: str = "facegen") -> dict[str, str] | None:
+    """Id, start time and tags of the newest finished ``<stage>:<family>`` run, or None (no store, no run)."""
+    runs, problem = latest_runs(stage, [family], experiment)
+    if problem is not None:
+        warnings.warn(f"MLflow lookup failed: {problem}; run provenance not shown", stacklevel=2)
+    return runs.get(family)
