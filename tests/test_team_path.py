@@ -1,0 +1,142 @@
+"""Nothing lost between machines: a DVC remote and an MLflow tracking server, for real.
+
+One tiny clone of the repo trains ``train@vae`` (and ``prepare``) while logging to an
+``mlflow server`` started here on loopback with its own artifact root; then:
+
+* every stage that ran has a FINISHED run on the server whose artifacts are served by it
+  (``mlflow-artifacts:/`` URIs, so they move with the server), and ``facegen sample --run-id``
+  reads the model back from the server;
+* ``dvc push`` to a local-folder remote (``dvc remote add -d``), ``git clone`` + ``dvc pull`` in a
+  fresh folder: ``dvc status`` is clean and ``facegen sample`` works there without training.
+
+Bounded: the server gets 60 s to start and is always stopped; stages run on tiny params.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_pipeline import tiny_params
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+# What the pipeline's prepare and train stages read or hash (dvc.yaml deps), copied from the checkout.
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "metrics_tolerances.yaml")
+PIPELINE_DIRS = ("stages", "src", "sweeps")
+
+
+def sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``mlflow server`` on loopback: its own SQLite store and artifact root; stopped at the end."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not start within 60 s"
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield url, root
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, server):
+    """A git + DVC clone that ran `dvc repro train@vae` logging to the server."""
+    url, _ = server
+    repo = tmp_path_factory.mktemp("team") / "trained"
+    repo.mkdir()
+    for name in PIPELINE_FILES:
+        shutil.copy2(REPO / name, repo / name)
+    for name in PIPELINE_DIRS:
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if k not in ("FACEGEN_REPO_ROOT", "DVC_ROOT")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLFLOW_TRACKING_URI=url, OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore::DeprecationWarning")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    sh(["git", "init", "-q"], repo, env)
+    sh(["dvc", "init", "-q"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh([*git, "commit", "-qm", "init"], repo, env)
+    sh(["dvc", "repro", "train@vae"], repo, env, timeout=600)
+    return repo, env
+
+
+def test_every_stage_logs_to_the_server_and_the_model_reads_back(trained, server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    repo, env = trained
+    url, root = server
+    client = MlflowClient(tracking_uri=url)
+    runs = client.search_runs([client.get_experiment_by_name("facegen").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert {"prepare:data", "train:vae"} <= set(by_name), sorted(by_name)
+    for run in by_name.values():
+        assert run.info.status == "FINISHED"
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri  # served, movable
+    assert list((root / "artifacts").rglob("model.pt"))  # stored under the server's own artifact root
+    out = tmp_path / "from_server.png"
+    sh([str(BIN / "facegen"), "sample", "--run-id", by_name["train:vae"].info.run_id, "-n", "4", "--out", str(out)],
+       repo, env)
+    assert out.stat().st_size > 0
+
+
+def test_push_then_pull_in_a_fresh_clone_needs_no_training(trained, tmp_path):
+    repo, env = trained
+    remote = tmp_path / "dvc-remote"
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    sh(["dvc", "remote", "add", "-d", "team", str(remote)], repo, env)
+    sh(["git", "add", "dvc.lock", ".dvc/config", "metrics"], repo, env)
+    sh([*git, "commit", "-qm", "trained train@vae"], repo, env)
+    sh(["dvc", "push"], repo, env)
+
+    fresh = tmp_path / "fresh"
+    sh(["git", "clone", "-q", str(repo), str(fresh)], tmp_path, env)
+    assert not (fresh / "models").exists()
+    sh(["dvc", "pull", "--with-deps", "train@vae"], fresh, env)
+    status = sh(["dvc", "status", "train@vae"], fresh, env)
+    assert "up to date" in status, status
+    out = tmp_path / "fresh.png"
+    sh([str(BIN / "facegen"), "sample", "--family", "vae", "-n", "4", "--out", str(out)], fresh, env)
+    assert out.stat().st_size > 0
+    assert not (fresh / ".facegen_state").exists()  # nothing was trained here
