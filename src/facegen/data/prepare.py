@@ -2,8 +2,10 @@
 
 Training then reads tensors, never JPEGs. The transform is torchvision's ``Resize(size)`` (short
 side, bilinear, antialiased: what PIL's resize does) then ``CenterCrop(size)``, reproduced with PIL
-so that prepare needs no torch. ``Image.draft`` first lets libjpeg decode at 1/2, 1/4 or 1/8 scale
-in the DCT domain, which is most of the speed-up; it never decodes below the resize target.
+so that prepare needs no torch. Decoding is ``facegen.data.images.load_image``, the one loader
+shared with the CLI (EXIF orientation, 16-bit, alpha, decompression bombs). ``Image.draft`` first
+lets libjpeg decode at 1/2, 1/4 or 1/8 scale in the DCT domain, which is most of the speed-up; it
+never decodes below the resize target.
 
 Output (``out_dir``): ``{train,val,test}.npy`` uint8 (N, S, S, 3) in partition-file order,
 ``attrs.csv`` (image_id, split, configured attributes as 0/1; same row order: train, val, test),
@@ -23,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
 from facegen import paths
 from facegen.config import DataConfig, Params, params_hash, to_dict
 from facegen.data import TaskMap, task_map
 from facegen.data.celeba import SPLIT_NAMES, find_layout, read_table
+# The one image loader (EXIF, 16-bit, alpha, bombs), shared with the facegen command; re-exported.
+from facegen.data.images import UNREADABLE, load_image  # noqa: F401
 from facegen.data.synthetic import generate_celeba_folder
 from facegen.errors import DataError
 
@@ -37,8 +40,6 @@ log = logging.getLogger(__name__)
 SPLITS = tuple(SPLIT_NAMES.values())
 GRID_FACES = 64  # prepared training faces shown in the MLflow run
 CHUNK = 256  # images per worker task: large enough to amortise IPC, small enough for a smooth bar
-# What Pillow raises for a truncated file, a non-image, or a decompression bomb.
-UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -57,18 +58,6 @@ class PrepareSummary:
         every run and make every downstream stage stale. Timings go to MLflow and the log.
         """
         return {"counts": self.counts, "corrupt": self.corrupt}
-
-
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """Decode one image -> uint8 (size, size, 3): resize the short side to ``size``, centre-crop."""
-    with Image.open(path) as im:
-        w, h = im.size
-        # torchvision's Resize(int): short side -> size, long side -> int(size * long / short).
-        new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-        im.draft("RGB", (new_w, new_h))
-        rgb = im.convert("RGB").resize((new_w, new_h), Image.BILINEAR)
-    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))  # CenterCrop
-    return np.asarray(rgb.crop((left, top, left + size, top + size)))
 
 
 def _decode_chunk(task: tuple[list[str], int]) -> tuple[np.ndarray, list[int]]:
