@@ -24,3 +24,21 @@ def metrics_file(family: str) -> Path:
 
 def report_dir(family: str) -> Path:
     return REPORTS / family
+
+
+CACHE_ENV = "FACEGEN_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where the CLI caches derived values (attribute directions, face templates).
+
+    ``$FACEGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/facegen``, else ``~/.cache/facegen``. Entries are
+    keyed by the files they derive from (path, size, mtime), so a retrained model or re-prepared data
+    is never served a stale value; deleting the folder is always safe.
+    """
+    import os
+
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "facegen"
