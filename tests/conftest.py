@@ -29,6 +29,7 @@ def _isolated_tracking(tmp_path, monkeypatch):
     """Never touch the repo's mlruns.db from unit tests."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     monkeypatch.setenv("FACEGEN_REPO_ROOT", str(tmp_path))
+    monkeypatch.setenv("FACEGEN_CACHE_DIR", str(tmp_path / "cache"))  # the CLI's caches, never ~/.cache
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

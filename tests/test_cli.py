@@ -95,10 +95,10 @@ def test_sample_grid_size_and_seed(ws, tmp_path):
 def test_edit_strip(ws, tmp_path, capsys):
     one, two = tmp_path / "one.png", tmp_path / "two.png"
     assert run(ws, "edit", str(ws / "a.jpg"), "--family", "vae", "--attr", "Smiling", "--strength", "2",
-               "--steps", "4", "--out", str(one)) == 0
+               "--steps", "4", "--aligned", "--out", str(one)) == 0
     assert "strengths 0, 0.67, 1.3, 2" in capsys.readouterr().out
     assert run(ws, "edit", str(ws / "a.jpg"), str(ws / "b.png"), "--family", "vae", "--attr", "Male",
-               "--steps", "4", "--out", str(two)) == 0
+               "--steps", "4", "--aligned", "--out", str(two)) == 0
     (w1, h1), (w2, h2) = Image.open(one).size, Image.open(two).size
     assert w1 > 3 * h1  # one row: input + 4 strengths
     assert w2 == w1 and h2 > 1.5 * h1  # a second photo adds a row
@@ -108,7 +108,7 @@ def test_edit_by_inversion_and_classifier_boundary(ws, tmp_path, capsys):
     """The GAN path: no encoder, no mean-difference vector; default strength is in boundary steps."""
     out = tmp_path / "gan.png"
     assert run(ws, "edit", str(ws / "b.png"), "--family", "dcgan", "--attr", "Smiling", "--steps", "3",
-               "--boundary-samples", "32", "--out", str(out)) == 0
+               "--boundary-samples", "32", "--aligned", "--out", str(out)) == 0
     assert "strengths 0, 1.5, 3" in capsys.readouterr().out
     w, h = Image.open(out).size
     assert w > 2.5 * h
@@ -119,7 +119,7 @@ def test_edit_by_inversion_and_classifier_boundary(ws, tmp_path, capsys):
 def test_interpolate_strip(ws, tmp_path, family, slerp):
     outs = [tmp_path / f"strip{steps}.png" for steps in (3, 8)]
     for steps, out in zip((3, 8), outs):
-        assert run(ws, "interpolate", str(ws / "a.jpg"), str(ws / "b.png"), "--family", family,
+        assert run(ws, "interpolate", str(ws / "a.jpg"), str(ws / "b.png"), "--family", family, "--aligned",
                    "--steps", str(steps), *(["--slerp"] if slerp else []), "--out", str(out)) == 0
     (w3, h3), (w8, h8) = (Image.open(o).size for o in outs)
     assert h3 == h8 and w8 > 1.5 * w3  # A + steps + B columns
@@ -186,9 +186,10 @@ def test_conditional_sampling_uses_the_sampler_attributes(ws, tmp_path, monkeypa
     (["sample", "--family", "beta_vae"], "run `dvc repro train@beta_vae`"),
     (["sample", "--family", "gpt"], "unknown family 'gpt'; known: vae, beta_vae"),
     (["sample"], "--family"),
-    (["edit", "{ws}/a.jpg", "--family", "vae", "--attr", "Bald"], "'Bald' is unknown to the prepared data"),
-    (["edit", "{ws}/a.jpg", "--family", "vae", "--attr", "Bald"], "known: Smiling, Male"),
-    (["edit", "{ws}/a.jpg", "--family", "dcgan", "--attr", "Bald"], "unknown to the attribute classifier"),
+    (["edit", "{ws}/a.jpg", "--aligned", "--family", "vae", "--attr", "Bald"], "'Bald' is unknown to the prepared data"),
+    (["edit", "{ws}/a.jpg", "--aligned", "--family", "vae", "--attr", "Bald"], "known: Smiling, Male"),
+    (["edit", "{ws}/a.jpg", "--aligned", "--family", "dcgan", "--attr", "Bald"], "unknown to the attribute classifier"),
+    (["edit", "{ws}/a.jpg", "--family", "vae", "--attr", "Smiling"], "no face found in "),
     (["sample", "--family", "vae", "--attr", "Smiling=1"], "vae samples cannot be conditioned"),
     (["sample", "--family", "vqvae"], "no fitted prior"),
     (["sample", "--run-id", "0123456789abcdef"], "no MLflow store at sqlite:"),
@@ -199,7 +200,7 @@ def test_user_errors(ws, capsys, args, message):
 
 
 def test_missing_prepared_data_names_the_stage(ws, tmp_path, capsys):
-    assert cli.main(["edit", str(ws / "a.jpg"), "--family", "vae", "--attr", "Smiling", "--device", "cpu",
+    assert cli.main(["edit", str(ws / "a.jpg"), "--aligned", "--family", "vae", "--attr", "Smiling", "--device", "cpu",
                      "--models-dir", str(ws / "models"), "--prepared-dir", str(tmp_path / "nowhere")]) == 2
     assert "run `dvc repro prepare`" in one_line_error(capsys)
 

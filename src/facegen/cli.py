@@ -1,57 +1,84 @@
 """The ``facegen`` command: use the trained models on your own photos without writing code.
 
     facegen sample --family vqvae -n 64 --out grid.png [--attr Smiling=1]
-    facegen edit photo.jpg --family vae --attr Smiling --strength 2 --out edited.png
+    facegen edit photo.jpg --family vae --attr Smiling --strength 2 --out edited.png [--strip] [--face N]
     facegen interpolate a.jpg b.jpg --family beta_vae --steps 10 --out strip.png [--slerp]
     facegen info
 
 Models come from the pipeline's outputs (``models/<family>/model.pt``) or from the ``model/``
 artifact of an MLflow training run (``--run-id``). What a model can do is asked through the family
 interface and its declared capabilities, and attribute directions are found the way evaluation
-finds them for that family, so this module never branches on a family name. Photos go through the
-prepare stage's own decode/resize/crop (``prepare.load_image``): a model sees your photo exactly as
-it saw its training faces. User mistakes (a missing file, an untrained family, an unknown
+finds them for that family, so this module never branches on a family name. Photos are decoded by
+the prepare stage's own loader (``facegen.data.images``), then every face is detected and aligned
+to the training faces' measured framing (``facegen.faces``), so a model sees your face as it saw
+its training faces; the result is pasted back into the photo, with an identity check. ``--aligned``
+inputs (already crops) get prepare's resize + centre crop instead. User mistakes (a missing file, an untrained family, an unknown
 attribute...) are one line on stderr and exit code 2, never a traceback.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import sys
-import tempfile
-import textwrap
+import time
+
+_STARTED = time.perf_counter()  # before the heavy imports below: the "imports" timing starts here
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import textwrap  # noqa: E402
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence  # noqa: E402
 
-import numpy as np
-import pandas as pd
-import torch
-from PIL import Image
-from tqdm import tqdm
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-from facegen import paths, tracking
-from facegen.config import EvaluateConfig, RuntimeConfig
-from facegen.data.dataset import FaceSplit, load_split
-from facegen.data.prepare import load_image
-from facegen.errors import DataError, FacegenError
-from facegen.latent.attributes import edit, encode_split, mean_difference_vectors
-from facegen.latent.interpolation import lerp, slerp
-from facegen.models import FAMILIES
-from facegen.models.base import EDIT, ENCODE, GenerativeModel
-from facegen.reporting.grids import save_grid, save_labelled_rows
-from facegen.runtime import Runtime, eval_mode, setup_runtime
-from facegen.training.checkpoint import load_model
+from facegen import paths, tracking  # noqa: E402
+from facegen.config import EvaluateConfig, RuntimeConfig  # noqa: E402
+from facegen.data.dataset import FaceSplit, load_split  # noqa: E402
+from facegen.data.images import load_image, read_image  # noqa: E402
+from facegen.errors import DataError, FacegenError  # noqa: E402
+from facegen.latent.attributes import edit, encode_split, mean_difference_vectors  # noqa: E402
+from facegen.latent.interpolation import lerp, slerp  # noqa: E402
+from facegen.models import FAMILIES  # noqa: E402
+from facegen.models.base import EDIT, ENCODE, GenerativeModel  # noqa: E402
+from facegen.runtime import Runtime, eval_mode, setup_runtime  # noqa: E402
+from facegen.training.checkpoint import load_model  # noqa: E402
+
+# facegen.reporting.grids (matplotlib + torchvision, ~3 s of imports on 2 cores) and facegen.faces
+# (dlib) are imported where used: `edit` with paste-back needs no grid, `sample` no dlib.
 
 # Defaults shared with the evaluate stage, so the CLI edits and samples like the report does.
 EVAL = EvaluateConfig()
 MODEL_ARTIFACT = "model/model.pt"  # where train_family logs the model file inside its MLflow run
 TABLE_COLUMNS = ("image_id", "split")  # attrs.csv columns that are not attributes
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")  # formats both PIL grids and matplotlib figures write
-# What Pillow raises for a file that is not a readable image (truncated, wrong format, bomb).
-UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+DIRECTION_CACHE_VERSION = 1  # bump when attribute directions are computed differently
+
+
+class Timings:
+    """Wall-clock seconds per step of one command, printed by --timings and kept in the sidecar."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {"imports": time.perf_counter() - _STARTED}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Charge the time since the previous lap to ``name`` (accumulating repeated names)."""
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def line(self) -> str:
+        total = time.perf_counter() - _STARTED
+        return "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items()) + f"; total {total:.2f} s"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,15 +124,54 @@ def require(model: GenerativeModel, capability: str, action: str) -> None:
                            f"families that can: {', '.join(able) or 'none'}")
 
 
-def load_photos(files: Sequence[Path], size: int, device: torch.device) -> torch.Tensor:
-    """(N, 3, size, size) in [0, 1], decoded, resized and centre-cropped exactly as prepare does."""
-    arrays = []
-    for file in files:
-        try:
-            arrays.append(load_image(file, size))
-        except UNREADABLE as err:
-            raise FacegenError(f"{file} is not an image Pillow can read ({type(err).__name__})") from None
+def to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 (S, S, 3) crops -> (N, 3, S, S) float in [0, 1] on ``device``."""
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255).to(device)
+
+
+def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """(N, 3, S, S) in [0, 1] -> N uint8 (S, S, 3) arrays."""
+    return list((images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+
+
+@dataclass
+class Inputs:
+    """Model inputs from photo files: one aligned crop per face, and where each came from."""
+
+    crops: list[np.ndarray]  # uint8 (S, S, 3)
+    labels: list[str]  # a row label per crop
+    photos: list[Any]  # facegen.faces.photos.Photo per file (empty with --aligned)
+    template: Any  # facegen.faces.align.Template
+
+
+def load_inputs(files: Sequence[Path], size: int, args: argparse.Namespace, timings: Timings) -> Inputs:
+    """Decode ``files``; detect and align their faces (or, ``--aligned``, resize + centre-crop them).
+
+    Faces are aligned to the template measured on ``--prepared-dir``'s training faces (cached).
+    Prints each face's box, and a warning for faces smaller than the model's input.
+    """
+    from facegen.faces.photos import find_faces, small_face_warning
+    from facegen.faces.template import training_template
+
+    template = training_template(args.prepared_dir, size, paths.cache_dir())
+    timings.lap("face template")
+    if args.aligned:
+        crops = [load_image(file, size) for file in files]
+        timings.lap("decode")
+        return Inputs(crops, [f.stem[:14] for f in files], [], template)
+    decoded = [read_image(file) for file in files]  # every file is checked before any detection
+    photos = [find_faces(file, template, size, args.face, image) for file, image in zip(files, decoded)]
+    timings.lap("decode, detect, align")
+    labels = []
+    for photo in photos:
+        for pf in photo.faces:
+            print(f"{pf.describe()}: eyes {pf.face.eye_distance:.0f} px apart, detector score {pf.face.score:.2f}",
+                  file=sys.stderr)
+            warning = small_face_warning(pf, size)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
+            labels.append(f"{photo.file.stem[:11]}#{pf.index}" if pf.of > 1 else photo.file.stem[:14])
+    return Inputs([pf.aligned.crop for p in photos for pf in p.faces], labels, photos, template)
 
 
 def training_table(prepared: Path) -> pd.DataFrame:
@@ -186,6 +252,56 @@ def attribute_direction(model: GenerativeModel, attr: str, args: argparse.Namesp
     return directions[attr], unit, strength
 
 
+def _stat(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def direction_cache_file(model: GenerativeModel, attr: str, args: argparse.Namespace) -> Path | None:
+    """Where ``attr``'s direction for this model is cached, keyed by every file and option it derives
+    from (model, prepared data or classifier, GAN boundary samples and seed); None when uncachable."""
+    parts = [str(DIRECTION_CACHE_VERSION), model.family, attr, model.edit_directions]
+    if args.run_id:
+        parts.append(f"run:{args.run_id}")
+    else:
+        parts.append(_stat(model_path(args.models_dir, model.family)))
+    if model.edit_directions == "classifier_boundary":
+        classifier = model_path(args.models_dir, "classifier")
+        if not classifier.is_file():
+            return None
+        parts += [_stat(classifier), str(args.boundary_samples), str(args.seed), str(args.batch_size)]
+    else:
+        files = [args.prepared_dir / "train.npy", args.prepared_dir / "attrs.csv"]
+        if not all(f.is_file() for f in files):
+            return None
+        parts += [_stat(f) for f in files]
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+    return paths.cache_dir() / "directions" / f"{key}.pt"
+
+
+def cached_attribute_direction(model: GenerativeModel, attr: str, args: argparse.Namespace,
+                               rt: Runtime) -> tuple[torch.Tensor, str, float]:
+    """:func:`attribute_direction`, cached on disk (see :func:`direction_cache_file`).
+
+    Finding a direction encodes the whole training split (or fits a GAN boundary on samples): the
+    slowest step of ``edit`` and the same for every photo, so it is computed once per model.
+    """
+    file = direction_cache_file(model, attr, args)
+    if file is not None and file.is_file():
+        try:
+            entry = torch.load(file, map_location="cpu", weights_only=True)
+            return entry["direction"], entry["unit"], float(entry["strength"])
+        except Exception:  # a damaged cache entry is recomputed, never trusted or fatal
+            pass
+    direction, unit, strength = attribute_direction(model, attr, args, rt)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"direction": direction.detach().cpu(), "unit": unit, "strength": strength}, tmp)
+        os.replace(tmp, file)
+    return direction, unit, strength
+
+
 def sample_conditions(model: GenerativeModel, wanted: dict[str, float], args: argparse.Namespace) -> torch.Tensor:
     """(n, A) attribute rows for a conditional sampler: the ``--attr`` values, the rest as in real faces.
 
@@ -211,6 +327,8 @@ def sample_conditions(model: GenerativeModel, wanted: dict[str, float], args: ar
 # Subcommands
 # ------------------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> None:
+    from facegen.reporting.grids import save_grid
+
     rt = make_runtime(args.device)
     model = load_family(args, rt)
     attrs = sample_conditions(model, dict(args.attr), args) if args.attr else None
@@ -227,39 +345,136 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} {model.family} samples to {args.out}")
 
 
+def output_for(out: Path, photo: Path, many: bool) -> Path:
+    """``--out`` itself for one photo; ``<out stem>_<photo stem><out suffix>`` for each of several."""
+    return out.with_name(f"{out.stem}_{photo.stem}{out.suffix}") if many else out
+
+
+def write_sidecar(out: Path, record: dict[str, Any]) -> Path:
+    """``<out>.json`` beside the output image: faces, boxes, identity distances, template, timings."""
+    sidecar = out.with_suffix(".json")
+    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    return sidecar
+
+
+def identity_record(distances: list[float], labels: list[str]) -> dict[str, float]:
+    return {label: round(d, 4) for label, d in zip(labels, distances)}
+
+
 def cmd_edit(args: argparse.Namespace) -> None:
+    from facegen.faces import identity
+    from facegen.faces.align import face_mask
+    from facegen.faces.photos import aligned_identity_distances, identity_distances, paste_outputs
+
+    timings = Timings()
     rt = make_runtime(args.device)
     model = load_family(args, rt)
     require(model, ENCODE, "encode a photo")
     require(model, EDIT, "edit attributes")
-    x = load_photos(args.photos, model.image_size, rt.device)
-    direction, unit, default_strength = attribute_direction(model, args.attr, args, rt)
+    timings.lap("load model")
+    inputs = load_inputs(args.photos, model.image_size, args, timings)
+    x = to_tensor(inputs.crops, rt.device)
+    direction, unit, default_strength = cached_attribute_direction(model, args.attr, args, rt)
+    timings.lap("attribute direction")
     strength = default_strength if args.strength is None else args.strength
     scales = tuple(torch.linspace(0, strength, args.steps).tolist())
     z = encode_photos(model, x, rt)
     shape = z.shape[1:]
     edited = decode(model, edit(z.flatten(1), direction, scales).view(-1, *shape), rt)
-    rows = [torch.cat([x[i:i + 1].cpu(), edited[i::len(x)]]) for i in range(len(x))]  # edit() is scale-major
-    save_labelled_rows(rows, args.out, row_labels=[p.stem[:14] for p in args.photos],
-                       col_labels=["input", *(f"{s:+.2g}" for s in scales)],
-                       title=f"{model.family}: {args.attr} ({unit})")
-    print(f"wrote {args.attr} edits of {len(x)} photo(s) at strengths {', '.join(f'{s:.2g}' for s in scales)} "
-          f"to {args.out}")
+    timings.lap("encode + edit + decode")
+    n = len(x)
+    per_face = [to_uint8(edited[i::n]) for i in range(n)]  # edit() is scale-major: face i's strengths
+    labels = [f"{s:+.2g}" for s in scales]
+    mask = face_mask(inputs.template, model.image_size)
+    if args.aligned:
+        dists = aligned_identity_distances(inputs.crops, per_face, inputs.template)
+    else:
+        dists, at = [], 0
+        for photo in inputs.photos:
+            k = len(photo.faces)
+            dists += identity_distances(photo, per_face[at:at + k], mask)
+            at += k
+    timings.lap("identity")
+
+    written = []
+    if args.strip or args.aligned:
+        from facegen.reporting.grids import save_labelled_rows
+
+        rows = [torch.cat([x[i:i + 1].cpu(), edited[i::n]]) for i in range(n)]
+        save_labelled_rows(rows, args.out, row_labels=inputs.labels, col_labels=["input", *labels],
+                           title=f"{model.family}: {args.attr} ({unit})")
+        written.append(args.out)
+    else:
+        at = 0
+        for photo in inputs.photos:
+            k = len(photo.faces)
+            out = output_for(args.out, photo.file, len(inputs.photos) > 1)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            paste_outputs(photo, [per_face[at + j][-1] for j in range(k)], mask).save(out)
+            written.append(out)
+            at += k
+    timings.lap("write")
+
+    faces_record, i = [], 0
+    for label in inputs.labels:
+        print(f"identity {label}: descriptor distance to the input "
+              + ", ".join(f"{lab} {d:.2f}" for lab, d in zip(labels, dists[i]))
+              + f" (same person below {identity.SAME_PERSON_THRESHOLD})")
+        i += 1
+    if args.aligned:
+        faces_record = [{"file": str(f), "identity_distance": identity_record(d, labels)}
+                        for f, d in zip(args.photos, dists)]
+    else:
+        i = 0
+        for photo in inputs.photos:
+            for pf in photo.faces:
+                faces_record.append({"file": str(photo.file), "photo_size": list(photo.image.size),
+                                     "face": pf.index, "faces_in_photo": pf.of, "box_ltrb": pf.face.box_ints(),
+                                     "detector_score": round(pf.face.score, 3),
+                                     "eye_distance_px": round(pf.face.eye_distance, 1),
+                                     "identity_distance": identity_record(dists[i], labels)})
+                i += 1
+    record = {"command": "edit", "family": model.family, "attribute": args.attr, "unit": unit,
+              "strengths": [round(s, 6) for s in scales], "outputs": [str(w) for w in written],
+              "pasted_strength": None if (args.strip or args.aligned) else round(scales[-1], 6),
+              "identity": {"metric": "Euclidean distance between dlib 128-d face descriptors "
+                                     "(dlib_face_recognition_resnet_model_v1)",
+                           "same_person_below": identity.SAME_PERSON_THRESHOLD},
+              "template": inputs.template.source, "faces": faces_record,
+              "timings_s": {k: round(v, 3) for k, v in timings.seconds.items()}}
+    sidecar = write_sidecar(args.out, record)
+    what = "aligned strip" if (args.strip or args.aligned) else f"photo(s) with the {scales[-1]:.2g} edit pasted back"
+    print(f"wrote {args.attr} edits of {n} face(s) at strengths {', '.join(f'{s:.2g}' for s in scales)}: "
+          f"{what} to {', '.join(str(w) for w in written)}; details in {sidecar}")
+    if args.timings:
+        print(timings.line(), file=sys.stderr)
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
+    from facegen.reporting.grids import save_labelled_rows
+
+    timings = Timings()
     rt = make_runtime(args.device)
     model = load_family(args, rt)
     require(model, ENCODE, "encode photos")
-    x = load_photos([args.a, args.b], model.image_size, rt.device)
+    timings.lap("load model")
+    if not args.aligned and args.face is None:
+        args.face = 1  # one face per photo: the leftmost unless --face says otherwise
+    inputs = load_inputs([args.a, args.b], model.image_size, args, timings)
+    x = to_tensor(inputs.crops, rt.device)
     z = encode_photos(model, x, rt)
     path = (slerp if args.slerp else lerp)(z[0], z[1], args.steps)
     row = torch.cat([x[:1].cpu(), decode(model, path, rt), x[1:].cpu()])
+    timings.lap("encode + interpolate + decode")
     t = torch.linspace(0, 1, args.steps)
     save_labelled_rows([row], args.out, row_labels=[""], col_labels=["A", *(f"{v:.2f}" for v in t), "B"],
                        title=f"{model.family}: {'spherical' if args.slerp else 'linear'} interpolation "
                              f"{args.a.name} (A) to {args.b.name} (B)")
+    timings.lap("write")
     print(f"wrote a {args.steps}-step interpolation to {args.out}")
+    if args.timings:
+        print(timings.line(), file=sys.stderr)
 
 
 def family_info(family: str, args: argparse.Namespace, run: dict[str, str] | None = None) -> dict[str, Any]:
@@ -375,6 +590,20 @@ def model_options(default_out: str) -> argparse.ArgumentParser:
     return common
 
 
+def face_options() -> argparse.ArgumentParser:
+    """Options of the commands that take photos: which face, already aligned, timings."""
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("faces")
+    g.add_argument("--face", type=at_least(1), metavar="N",
+                   help="use only the N-th face found in each photo, counted left to right from 1 "
+                        "(default: edit every face; interpolate uses the first)")
+    g.add_argument("--aligned", action="store_true",
+                   help="the photos are already face crops framed like the training faces (e.g. CelebA's "
+                        "img_align_celeba): skip detection, resize + centre-crop as prepare does")
+    g.add_argument("--timings", action="store_true", help="print where the time went (stderr)")
+    return common
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="facegen", description=wrap(
         "Use the trained facegen models: sample new faces, edit an attribute of your own photo, interpolate "
@@ -394,13 +623,18 @@ def build_parser() -> Parser:
                         "(vqvae with a conditional prior). Unnamed attributes follow the training data")
     p.set_defaults(run=cmd_sample)
 
-    p = sub.add_parser("edit", parents=[model_options("edited.png")], formatter_class=fmt,
+    p = sub.add_parser("edit", parents=[model_options("edited.png"), face_options()], formatter_class=fmt,
                        help="add or remove an attribute on your own photo(s)",
-                       description=wrap("Encode photo(s), move the code along an attribute direction and decode: "
-                                        "one row per photo, the input then strengths from 0 to --strength. Photos "
-                                        "of any size and format get the prepare stage's resize + centre crop."),
+                       description=wrap("Find the face(s) in each photo, align them like the training faces, "
+                                        "move their codes along an attribute direction, decode, and paste the "
+                                        "--strength edit back into the photo (at its own size). --strip writes "
+                                        "the aligned faces instead: one row per face, the input then strengths "
+                                        "from 0 to --strength. Prints, and writes to <out>.json, each face's box "
+                                        "and the face-descriptor distance from input to output (identity)."),
                        epilog="examples:\n  facegen edit photo.jpg --family vae --attr Smiling --strength 2\n"
-                              "  facegen edit a.jpg b.png --family beta_vae --attr Eyeglasses --strength -2")
+                              "  facegen edit group.jpg --family vae --attr Smiling --face 2 --timings\n"
+                              "  facegen edit a.jpg b.png --family beta_vae --attr Eyeglasses --strength -2 --strip\n"
+                              "  facegen edit 000029.jpg --family vae --attr Smiling --aligned   # a CelebA crop")
     p.add_argument("photos", type=input_file, nargs="+", metavar="PHOTO", help="image file(s)")
     p.add_argument("--attr", required=True, help="attribute to change, e.g. Smiling (see data.attributes)")
     p.add_argument("--strength", type=float, help="largest edit; negative removes the attribute (default: "
@@ -408,12 +642,15 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=at_least(2), default=5, help="strengths in the strip (default: %(default)s)")
     p.add_argument("--boundary-samples", type=at_least(16), default=EVAL.num_samples,
                    help="samples the GAN's attribute boundary is fitted on (default: %(default)s)")
+    p.add_argument("--strip", action="store_true",
+                   help="write the aligned faces at every strength as a strip instead of the pasted-back photo")
     p.set_defaults(run=cmd_edit)
 
-    p = sub.add_parser("interpolate", parents=[model_options("interpolation.png")], formatter_class=fmt,
-                       help="a strip morphing one photo into another",
-                       description=wrap("Encode two photos (any size: resized and centre-cropped like the "
-                                        "training faces) and decode points on the path between their codes."),
+    p = sub.add_parser("interpolate", parents=[model_options("interpolation.png"), face_options()],
+                       formatter_class=fmt, help="a strip morphing one photo into another",
+                       description=wrap("Find the face in each of two photos (the leftmost, or --face N), align "
+                                        "them like the training faces, and decode points on the path between "
+                                        "their codes."),
                        epilog="example:\n  facegen interpolate a.jpg b.jpg --family beta_vae --steps 10 --slerp")
     p.add_argument("a", type=input_file, metavar="A", help="first image")
     p.add_argument("b", type=input_file, metavar="B", help="second image")
