@@ -74,7 +74,8 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise CheckpointError(f"{path} was saved from a different architecture ({first}); "
-                              "retrain it with the current params (`dvc repro`)") from None
+                              "delete it, then retrain it with the current code and params (`dvc repro` rebuilds a "
+                              "missing output; without deleting, it may consider the stage up to date)") from None
 
 
 def load_checkpoint(path: Path, fmt: str, what: str, device: str | torch.device = "cpu") -> dict[str, Any]:
