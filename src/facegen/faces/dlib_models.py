@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,31 @@ def model_file(name: str) -> Path:
 
 @functools.cache
 def face_detector() -> Any:
-    """dlib's HOG + linear SVM frontal face detector (trained on 80x80 px faces)."""
-    return _dlib().get_frontal_face_detector()
+    """dlib's HOG + linear SVM frontal face detector (5 poses, trained on 80x80 px faces).
+
+    ``get_frontal_face_detector`` parses the model from text compiled into dlib: 0.55 s, a tenth
+    of a whole cached ``facegen edit``. Its own binary save loads in 2 ms and detects identically
+    (checked on 64 synthetic faces: same boxes, scores and poses), so the first call saves it to
+    the CLI's cache folder (keyed by dlib's version) and later processes load that.
+    """
+    dlib = _dlib()
+    from facegen.paths import cache_dir
+
+    file = cache_dir() / "dlib" / f"frontal_face_detector-{dlib.__version__}.svm"
+    if file.is_file():
+        try:
+            return dlib.fhog_object_detector(str(file))
+        except RuntimeError:  # a damaged cache file: rebuild it below
+            pass
+    detector = dlib.get_frontal_face_detector()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".tmp{os.getpid()}")
+        detector.save(str(tmp))
+        os.replace(tmp, file)
+    except OSError:  # a read-only cache only costs the 0.55 s next time
+        pass
+    return detector
 
 
 @functools.cache
