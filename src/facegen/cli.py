@@ -411,7 +411,8 @@ def cmd_edit(args: argparse.Namespace) -> None:
             k = len(photo.faces)
             out = output_for(args.out, photo.file, len(inputs.photos) > 1)
             out.parent.mkdir(parents=True, exist_ok=True)
-            paste_outputs(photo, [per_face[at + j][-1] for j in range(k)], mask).save(out)
+            # The photo is re-encoded: high JPEG quality keeps its untouched pixels close to the input.
+            paste_outputs(photo, [per_face[at + j][-1] for j in range(k)], mask).save(out, quality=95)
             written.append(out)
             at += k
     timings.lap("write")

@@ -132,21 +132,28 @@ def face_mask(template: Template, size: int) -> np.ndarray:
     return np.asarray(mask, np.float32) / 255
 
 
+def window_map(left: int, top: int, scale: float = 1.0) -> np.ndarray:
+    """3x3 map from the pixels of a window of a photo (its (left, top) corner, resized by ``scale``)
+    to the photo's pixels: what :func:`paste_back` needs to paste into that window."""
+    return _translate(left, top) @ np.diag([1 / scale, 1 / scale, 1.0])
+
+
 def paste_back(photo: Image.Image, crops: list[np.ndarray], matrices: list[np.ndarray], mask: np.ndarray,
-               offset: tuple[int, int] = (0, 0)) -> Image.Image:
+               window: np.ndarray | None = None) -> Image.Image:
     """``photo`` with each crop warped back by its matrix's inverse and blended under ``mask``.
 
     ``crops``: uint8 (S, S, 3) model outputs in the training framing; ``matrices``: photo -> crop
-    maps from :func:`align`; ``mask``: float (S, S) from :func:`face_mask`. ``offset``: where
-    ``photo``'s (0, 0) lies in the photo the matrices refer to (to paste into a window of it).
-    Only each face's bounding region is warped, so the cost follows the face, not the photo.
-    Returns a new image at ``photo``'s size.
+    maps from :func:`align`; ``mask``: float (S, S) from :func:`face_mask`. ``window``: when
+    ``photo`` is a (resized) window of the photo the matrices refer to, the map from its pixels to
+    that photo's (:func:`window_map`). Only each face's bounding region is warped, so the cost
+    follows the face, not the photo. Returns a new image at ``photo``'s size.
     """
     out = photo.copy()
     size = mask.shape[0]
     alpha = Image.fromarray(np.clip(mask * 255 + 0.5, 0, 255).astype(np.uint8), "L")
     for crop, m in zip(crops, matrices):
-        m = m @ _translate(*offset)  # window pixels -> crop pixels
+        if window is not None:
+            m = m @ window  # window pixels -> crop pixels
         inv = np.linalg.inv(m)
         corners = inv @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]], float)
         left, top = np.maximum(np.floor(corners[:2].min(1)).astype(int), 0)

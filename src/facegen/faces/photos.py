@@ -17,10 +17,11 @@ from PIL import Image
 from facegen.data.images import read_image
 from facegen.errors import FacegenError
 from facegen.faces import identity
-from facegen.faces.align import AlignedFace, Template, align, paste_back
+from facegen.faces.align import AlignedFace, Template, align, paste_back, window_map
 from facegen.faces.detect import Face, detect_faces
 
 WINDOW_MARGIN = 1.0  # identity window: the face box grown by this many box sizes on each side
+IDENTITY_EYE_PX = 80.0  # identity windows are shrunk to at most this eye distance (chips are 150 px)
 ALIGNED_UPSCALE = 256  # --aligned crops are upsampled to this for dlib's landmark model
 
 
@@ -90,11 +91,22 @@ def paste_outputs(photo: Photo, outputs: Sequence[np.ndarray], mask: np.ndarray)
     return paste_back(photo.image, list(outputs), [pf.aligned.matrix for pf in photo.faces], mask)
 
 
-def _window(pf: PhotoFace, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+def _window(photo: Image.Image, pf: PhotoFace) -> tuple[np.ndarray, Image.Image, tuple[float, ...]]:
+    """The face's neighbourhood, at most :data:`IDENTITY_EYE_PX` between the eyes: (window -> photo
+    map, window image, face box in window pixels). dlib's descriptor sees a 150 px chip, so a
+    larger face only costs time (a 12 MP photo: 2.6 s -> 0.3 s for the identity step)."""
     l, t, r, b = pf.face.box
     m = WINDOW_MARGIN * max(r - l, b - t)
-    w, h = image_size
-    return (max(0, int(l - m)), max(0, int(t - m)), min(w, int(r + m) + 1), min(h, int(b + m) + 1))
+    w, h = photo.size
+    box = (max(0, int(l - m)), max(0, int(t - m)), min(w, int(r + m) + 1), min(h, int(b + m) + 1))
+    window = photo.crop(box)
+    scale = min(1.0, IDENTITY_EYE_PX / max(pf.face.eye_distance, 1e-6))
+    if scale < 1.0:
+        window = window.resize((max(1, round(window.size[0] * scale)), max(1, round(window.size[1] * scale))),
+                               Image.BICUBIC)
+        scale = window.size[0] / (box[2] - box[0])
+    face_box = tuple((v - o) * scale for v, o in zip(pf.face.box, (box[0], box[1], box[0], box[1])))
+    return window_map(box[0], box[1], scale), window, face_box
 
 
 def identity_distances(photo: Photo, outputs: Sequence[Sequence[np.ndarray]], mask: np.ndarray) -> list[list[float]]:
@@ -107,12 +119,10 @@ def identity_distances(photo: Photo, outputs: Sequence[Sequence[np.ndarray]], ma
     """
     chips, counts = [], []
     for pf, outs in zip(photo.faces, outputs):
-        win = _window(pf, photo.image.size)
-        window = photo.image.crop(win)
-        box = tuple(v - o for v, o in zip(pf.face.box, (win[0], win[1], win[0], win[1])))
+        to_photo, window, box = _window(photo.image, pf)
         chips.append(identity.face_chip(np.asarray(window), box))
         for out in outs:
-            pasted = paste_back(window, [out], [pf.aligned.matrix], mask, offset=(win[0], win[1]))
+            pasted = paste_back(window, [out], [pf.aligned.matrix], mask, window=to_photo)
             chips.append(identity.face_chip(np.asarray(pasted), box))
         counts.append(len(outs))
     desc = identity.descriptors(chips)
