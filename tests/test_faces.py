@@ -229,6 +229,8 @@ def test_no_face_is_one_line_exit_2(ws, capsys):
 def test_interpolate_between_detected_faces(ws, tmp_path):
     out = tmp_path / "interp.png"
     assert run(ws, "interpolate", str(ws / "astronaut.png"), str(ws / "sideways.jpg"),
-               "--family", "vae", "--steps", "3", "--out", str(out)) == 0
+               "--family", "vae", "--steps", "3", "--out", str(out), "--frames", str(tmp_path / "frames")) == 0
     w, h = Image.open(out).size
     assert w > 3 * h
+    frames = sorted((tmp_path / "frames").glob("frame_*.jpg"))
+    assert len(frames) == 3 and all(Image.open(f).size == (512, 512) for f in frames)  # photo A's size

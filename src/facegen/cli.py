@@ -453,6 +453,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
+    from facegen.faces.photos import paste_outputs
     from facegen.reporting.grids import save_labelled_rows
 
     timings = Timings()
@@ -472,8 +473,19 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     save_labelled_rows([row], args.out, row_labels=[""], col_labels=["A", *(f"{v:.2f}" for v in t), "B"],
                        title=f"{model.family}: {'spherical' if args.slerp else 'linear'} interpolation "
                              f"{args.a.name} (A) to {args.b.name} (B)")
+    if args.frames:
+        if args.aligned:
+            raise FacegenError("--frames pastes the path into photo A, which needs its face detected: drop --aligned")
+        from facegen.faces.align import face_mask
+
+        mask = face_mask(inputs.template, model.image_size)
+        photo_a = inputs.photos[0]
+        args.frames.mkdir(parents=True, exist_ok=True)
+        for k, face in enumerate(to_uint8(row[1:-1])):
+            paste_outputs(photo_a, [face], mask).save(args.frames / f"frame_{k:03d}.jpg", quality=95)
     timings.lap("write")
-    print(f"wrote a {args.steps}-step interpolation to {args.out}")
+    print(f"wrote a {args.steps}-step interpolation to {args.out}"
+          + (f" and {args.steps} frames (photo A, each step pasted back) to {args.frames}" if args.frames else ""))
     if args.timings:
         print(timings.line(), file=sys.stderr)
 
@@ -658,6 +670,8 @@ def build_parser() -> Parser:
     p.add_argument("--steps", type=at_least(2), default=EVAL.interpolation_steps,
                    help="decoded points including both ends (default: %(default)s)")
     p.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
+    p.add_argument("--frames", type=Path, metavar="DIR",
+                   help="also write photo A with each step pasted back, DIR/frame_000.jpg ... (e.g. for a video)")
     p.set_defaults(run=cmd_interpolate)
 
     p = sub.add_parser("info", help="which models are trained, their metrics and provenance",
