@@ -204,6 +204,7 @@ class EvaluateConfig:
     kid_subset_size: int = field(default=500, metadata=rng(ge=2))  # capped at the number of samples
     prdc_k: int = field(default=5, metadata=rng(ge=1))  # k-th neighbour radius of precision/recall/density/coverage
     edit_faces: int = field(default=128, metadata=rng(ge=1))  # faces edited per attribute for the edit metrics
+    identity_faces: int = field(default=64, metadata=rng(ge=1))  # test faces scored by face descriptor (real CelebA only)
     edit_strength: float = field(default=1.5, metadata=rng(gt=0))  # multiples of a mean-difference vector
     boundary_edit_strength: float = field(default=3.0, metadata=rng(gt=0))  # steps along a unit boundary normal
     disentanglement_train: int = field(default=2000, metadata=rng(ge=10))  # train codes fitting MIG/DCI/SAP

@@ -17,7 +17,10 @@ from facegen.evaluation.context import EvalContext
 from facegen.evaluation.disentanglement import disentanglement_scores
 from facegen.evaluation.distribution import (frechet_distance, inception_fid, inception_unavailable, kernel_distance,
                                              precision_recall_density_coverage)
-from facegen.evaluation.editing import edit_scores
+from facegen.evaluation.editing import edit_scores, opposite_edit
+from facegen.evaluation.identity import identity_scores, identity_unavailable
+from facegen.faces.align import Template
+from facegen.faces.template import faces_template
 from facegen.latent.attributes import edit, encode_split, mean_difference_vectors
 from facegen.latent.interpolation import lerp, slerp
 from facegen.latent.traversal import active_dimensions, dimension_activity, traversal_latents
@@ -156,6 +159,16 @@ def edit_setup(ctx: EvalContext) -> EditSetup | None:
                      ctx.cfg.edit_strength, "test faces plus scale × mean-difference vector")
 
 
+def _latent_decoder(ctx: EvalContext, shape: torch.Size) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Flat latents (N, D) -> images (N, 3, H, W) in [0, 1], decoded in batches as latents of ``shape``."""
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        with eval_mode(ctx.model), ctx.rt.autocast():
+            return torch.cat([ctx.model.decode(c.view(-1, *shape)).float().clamp(0, 1)
+                              for c in z.split(ctx.cfg.batch_size)])
+
+    return decode
+
+
 def attribute_edits(ctx: EvalContext) -> dict[str, float]:
     """One figure per configured attribute, and classifier-scored edit success / preservation."""
     setup = edit_setup(ctx)
@@ -163,12 +176,7 @@ def attribute_edits(ctx: EvalContext) -> dict[str, float]:
         return {}
     base = setup.starts(4)
     shape, base = base.shape[1:], base.flatten(1)
-
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        with eval_mode(ctx.model), ctx.rt.autocast():
-            return torch.cat([ctx.model.decode(c.view(-1, *shape)).float().clamp(0, 1)
-                              for c in z.split(ctx.cfg.batch_size)])
-
+    decode = _latent_decoder(ctx, shape)
     for name, direction in setup.directions.items():
         imgs = decode(edit(base, direction, setup.scales))
         rows = [imgs[i::len(base)] for i in range(len(base))]
@@ -182,6 +190,55 @@ def attribute_edits(ctx: EvalContext) -> dict[str, float]:
         ctx.notes.append(f"Edits of {unknown} not scored: the classifier was trained without them.")
     return edit_scores(decode, ctx.classifier, setup.starts(ctx.cfg.edit_faces).flatten(1), setup.directions,
                        setup.strength)
+
+
+def _identity_runs(ctx: EvalContext) -> bool:
+    """Whether identity metrics apply to this data; else notes why (once for both analyses)."""
+    reason = identity_unavailable(ctx.data_source)
+    if reason is not None and reason not in ctx.notes:
+        ctx.notes.append(reason)
+    return reason is None
+
+
+def _face_template(ctx: EvalContext) -> Template:
+    """Where the 5 landmarks sit in the training crops: tells dlib where the face is in each crop."""
+    return faces_template(ctx.train.images.numpy(), ctx.train.images.shape[1], "the training split")
+
+
+def identity_reconstruction(ctx: EvalContext) -> dict[str, float]:
+    """Face-descriptor distance from the first ``identity_faces`` test faces to their reconstructions."""
+    if not _identity_runs(ctx):
+        return {}
+    x = ctx.test_images(ctx.cfg.identity_faces)
+    recon = _batched(ctx, ctx.model.reconstruct, x).clamp(0, 1)
+    return identity_scores(x.float(), [recon], _face_template(ctx), "recon")
+
+
+def identity_edits(ctx: EvalContext) -> dict[str, float]:
+    """Face-descriptor distance from unedited decodes to their edits, every attribute, ``identity_faces`` faces.
+
+    The edits are attribute_edits' scored ones (same directions, starts, strength and sign rule);
+    the reference is the unedited decode, as in edit_scores: reconstruction error is not counted
+    as an edit effect (identity_dist_recon_mean has it), and GAN edits, which start from prior
+    samples with no test photo behind them, are measured alike.
+    """
+    if not _identity_runs(ctx):
+        return {}
+    if ctx.classifier is None:  # each edit's sign is the classifier's call, as for the edit scores
+        ctx.notes.append("Identity of edits skipped: no attribute classifier (run train_classifier).")
+        return {}
+    setup = edit_setup(ctx)
+    if setup is None:
+        return {}
+    z = setup.starts(ctx.cfg.identity_faces)
+    decode = _latent_decoder(ctx, z.shape[1:])
+    z = z.flatten(1)
+    source = decode(z)
+    present = ctx.classifier.predict_proba(source) > 0.5
+    judged = list(ctx.classifier.attributes)
+    edits = [opposite_edit(decode, z, direction, setup.strength, present[:, judged.index(name)])
+             for name, direction in setup.directions.items() if name in judged]
+    return identity_scores(source, edits, _face_template(ctx), "edit")
 
 
 def traversal(ctx: EvalContext) -> dict[str, float]:
@@ -238,6 +295,8 @@ ANALYSES: list[tuple[str | None, Analysis]] = [
     (None, sample_quality),
     (ENCODE, interpolation),
     (EDIT, attribute_edits),
+    (RECONSTRUCT, identity_reconstruction),  # real CelebA only: adds no metric on synthetic data
+    (EDIT, identity_edits),
     (TRAVERSE, traversal),
     (TRAVERSE, disentanglement),
     (None, test_losses),

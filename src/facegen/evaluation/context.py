@@ -29,6 +29,7 @@ class EvalContext:
     seed: int
     out_dir: Path
     classifier: Any = None  # trained attribute classifier (models/classifier) when available
+    data_source: str = "synthetic"  # params.data.source: identity metrics need real photos ("celeba")
     notes: list[str] = field(default_factory=list)  # human-readable remarks for the report
     # Run-dependent measurements (sampling speed): logged to MLflow and the log, never returned as
     # metrics, because metrics/<family>.json is a DVC output and must be a function of its inputs.

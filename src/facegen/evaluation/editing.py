@@ -29,6 +29,16 @@ class Judge(Protocol):
     def features(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
+def opposite_edit(decode: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, direction: torch.Tensor,
+                  strength: float, present: torch.Tensor) -> torch.Tensor:
+    """Decoded edits of flat latents ``z`` (N, D): ``strength`` x ``direction`` (D,) added where the
+    attribute is absent (``present``: bool (N,), the judge's decision on the unedited decode) and
+    subtracted where present, so every face is pushed towards the opposite of what it shows."""
+    sign = 1.0 - 2.0 * present.float()  # +1 where absent, -1 where present
+    direction = direction.to(z.device, z.dtype).flatten()
+    return decode(z + strength * sign[:, None].to(z.device) * direction)
+
+
 def edit_scores(decode: Callable[[torch.Tensor], torch.Tensor], judge: Judge, z: torch.Tensor,
                 directions: dict[str, torch.Tensor], strength: float) -> dict[str, float]:
     """``edit_success_<Name>`` per attribute plus the means of success, preservation and distance.
@@ -47,9 +57,7 @@ def edit_scores(decode: Callable[[torch.Tensor], torch.Tensor], judge: Judge, z:
     success, kept, dist = {}, [], []
     for name in names:
         a = list(judge.attributes).index(name)
-        sign = 1.0 - 2.0 * p_src[:, a].float()  # +1 where absent, -1 where present
-        direction = directions[name].to(z.device, z.dtype).flatten()
-        edited = decode(z + strength * sign[:, None].to(z.device) * direction)
+        edited = opposite_edit(decode, z, directions[name], strength, p_src[:, a])
         p_edit = judge.predict_proba(edited) > 0.5
         success[name] = float((p_edit[:, a] != p_src[:, a]).float().mean())
         others = [i for i in range(p_src.shape[1]) if i != a]

@@ -50,7 +50,8 @@ def evaluate_family(params: Params, family: str) -> dict[str, float]:
     attrs = params.data.attributes
     ctx = EvalContext(model=model, family=family, train=load_split(paths.PREPARED, "train", attrs),
                       test=load_split(paths.PREPARED, "test", attrs), cfg=params.evaluate, rt=rt,
-                      seed=params.seed, out_dir=paths.report_dir(family), classifier=load_classifier(rt.device))
+                      seed=params.seed, out_dir=paths.report_dir(family), classifier=load_classifier(rt.device),
+                      data_source=params.data.source)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {"num_parameters": float(sum(p.numel() for p in model.parameters()))}
     digest = params_hash(params.seed, params.evaluate, model.cfg)

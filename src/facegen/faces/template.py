@@ -100,19 +100,26 @@ def training_template(prepared_dir: Path, size: int, cache: Path | None = None) 
         if file.is_file():
             data = json.loads(file.read_text())
             return Template(np.array(data["points"]), data["source"])
-    images = np.load(train, mmap_mode="r")
-    idx = np.linspace(0, len(images) - 1, min(MEASURE_FACES, len(images))).round().astype(int)
-    points, found = measure_template(np.asarray(images[idx]))
-    if points is None:
-        template = _fallback(size, f"the detector found faces in only {found} of {len(idx)} sampled faces of {train}")
-    else:
-        template = Template(points, f"measured on {found} of {len(idx)} sampled training faces in {train}")
+    template = faces_template(np.load(train, mmap_mode="r"), size, str(train))
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps({"points": template.points.tolist(), "source": template.source}))
         os.replace(tmp, file)
     return template
+
+
+def faces_template(images: np.ndarray, size: int, where: str) -> Template:
+    """The template of training faces ``images`` (uint8 (N, S, S, 3), array or memory map), named ``where``.
+
+    Measured on up to :data:`MEASURE_FACES` evenly spaced faces; falls back to
+    :func:`generator_template` when the detector finds too few. Not cached (see :func:`training_template`).
+    """
+    idx = np.linspace(0, len(images) - 1, min(MEASURE_FACES, len(images))).round().astype(int)
+    points, found = measure_template(np.asarray(images[idx]))
+    if points is None:
+        return _fallback(size, f"the detector found faces in only {found} of {len(idx)} sampled faces of {where}")
+    return Template(points, f"measured on {found} of {len(idx)} sampled training faces in {where}")
 
 
 def _fallback(size: int, why: str) -> Template:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from facegen.evaluation.metric_specs import MetricSpecs
 
 # Order of metric groups in the table: by name prefix; anything else comes last, alphabetically.
-GROUP_ORDER = ("recon_", "fid_", "kid_", "precision", "recall", "density", "coverage", "edit_", "mig", "dci_",
+GROUP_ORDER = ("recon_", "fid_", "kid_", "precision", "recall", "density", "coverage", "edit_", "identity_", "mig", "dci_",
                "sap", "nll", "prior_nll", "test_", "active_dims", "sample_img_per_s", "num_parameters")
 
 
