@@ -109,6 +109,16 @@ def _window(photo: Image.Image, pf: PhotoFace) -> tuple[np.ndarray, Image.Image,
     return window_map(box[0], box[1], scale), window, face_box
 
 
+def _distances_per_input(chips: list[np.ndarray], counts: list[int]) -> list[list[float]]:
+    """``chips`` = each input's chip followed by its ``counts[i]`` output chips -> ``[i][k]`` distances."""
+    desc = identity.descriptors(chips)
+    result, at = [], 0
+    for n in counts:
+        result.append(identity.distances(desc[at], desc[at + 1:at + 1 + n]).tolist())
+        at += 1 + n
+    return result
+
+
 def identity_distances(photo: Photo, outputs: Sequence[Sequence[np.ndarray]], mask: np.ndarray) -> list[list[float]]:
     """Descriptor distance from each input face to the same face after pasting back each output.
 
@@ -125,12 +135,7 @@ def identity_distances(photo: Photo, outputs: Sequence[Sequence[np.ndarray]], ma
             pasted = paste_back(window, [out], [pf.aligned.matrix], mask, window=to_photo)
             chips.append(identity.face_chip(np.asarray(pasted), box))
         counts.append(len(outs))
-    desc = identity.descriptors(chips)
-    result, at = [], 0
-    for n in counts:
-        result.append(identity.distances(desc[at], desc[at + 1:at + 1 + n]).tolist())
-        at += 1 + n
-    return result
+    return _distances_per_input(chips, counts)
 
 
 def aligned_identity_distances(inputs: Sequence[np.ndarray], outputs: Sequence[Sequence[np.ndarray]],
@@ -147,9 +152,4 @@ def aligned_identity_distances(inputs: Sequence[np.ndarray], outputs: Sequence[S
             big = np.asarray(Image.fromarray(img).resize((ALIGNED_UPSCALE, ALIGNED_UPSCALE), Image.BICUBIC))
             chips.append(identity.face_chip(big, box))
         counts.append(len(outs))
-    desc = identity.descriptors(chips)
-    result, at = [], 0
-    for n in counts:
-        result.append(identity.distances(desc[at], desc[at + 1:at + 1 + n]).tolist())
-        at += 1 + n
-    return result
+    return _distances_per_input(chips, counts)
