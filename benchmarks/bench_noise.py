@@ -18,6 +18,11 @@ stages one after another with the same commands ``dvc.yaml`` uses, importing the
 run in ``benchmarks/results/noise_runs.json`` and ``--resume`` continues from them.
 
 Run: ``python -m benchmarks.bench_noise [--seeds 1234 1 2] [--other-seed 1234]``
+
+``--check-other-precision`` (no training) replays what CI on the other CPU kind does, from the
+recorded runs: it gates the other-precision run's metrics against the committed-seed auto run, with
+bands measured from the auto-precision seeds alone (leave-one-out: the run under test does not
+widen its own bands).
 """
 from __future__ import annotations
 
@@ -89,6 +94,30 @@ def one_run(workdir: Path, seed: int, precision: str, resolved: str, log) -> dic
             "metrics": metrics}
 
 
+def check_other_precision(committed_seed: int) -> int:
+    """Gate the other-precision run against the committed-seed auto run; bands from the auto seeds only."""
+    from facegen.ci.metric_gate import main as gate_main
+
+    doc = json.loads(RUNS_FILE.read_text())
+    auto = doc["machine"]["auto_precision"]
+    same = [r for r in doc["runs"] if r["precision"] == auto]
+    other = next(r for r in doc["runs"] if r["precision"] != auto)
+    base = next(r for r in same if r["seed"] == committed_seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {}
+        for name, run in (("committed", base), ("other", other)):
+            dirs[name] = Path(tmp) / name
+            dirs[name].mkdir()
+            for file, metrics in run["metrics"].items():
+                (dirs[name] / file).write_text(json.dumps(metrics))
+        noise = Path(tmp) / "noise.json"
+        noise.write_text(json.dumps({"metrics": summarise([r["metrics"] for r in same])}))
+        print(f"gate: seed {other['seed']} {other['precision']} vs seed {base['seed']} {base['precision']}, "
+              f"bands from the {len(same)} {auto} runs only")
+        return gate_main(["--metrics-dir", str(dirs["other"]), "--baseline-dir", str(dirs["committed"]),
+                          "--noise", str(noise), "--specs", str(REPO / "metrics_tolerances.yaml")])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds at precision auto (default: "
@@ -96,8 +125,12 @@ def main() -> None:
     ap.add_argument("--other-seed", type=int, default=None, help="seed of the other-precision run (default: "
                     "params.yaml's seed)")
     ap.add_argument("--resume", action="store_true", help=f"keep the runs already in {RUNS_FILE.name}")
+    ap.add_argument("--check-other-precision", action="store_true",
+                    help="no training: gate the recorded other-precision run (leave-one-out bands)")
     args = ap.parse_args()
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
+    if args.check_other_precision:
+        sys.exit(check_other_precision(committed["seed"]))
     seeds = args.seeds or [committed["seed"], 1, 2]
     auto = "bf16" if cpu_flags() & BF16_CPU_FLAGS else "fp32"
     other = "fp32" if auto == "bf16" else "bf16"

@@ -25,7 +25,6 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import textwrap  # noqa: E402
@@ -50,7 +49,7 @@ from facegen.latent.interpolation import lerp, slerp  # noqa: E402
 from facegen.models import FAMILIES  # noqa: E402
 from facegen.models.base import EDIT, ENCODE, GenerativeModel  # noqa: E402
 from facegen.runtime import Runtime, eval_mode, setup_runtime  # noqa: E402
-from facegen.training.checkpoint import load_model  # noqa: E402
+from facegen.training.checkpoint import atomic_save, load_model  # noqa: E402
 
 # facegen.reporting.grids (matplotlib + torchvision, ~3 s of imports on 2 cores) and facegen.faces
 # (dlib) are imported where used: `edit` with paste-back needs no grid, `sample` no dlib.
@@ -289,16 +288,13 @@ def cached_attribute_direction(model: GenerativeModel, attr: str, args: argparse
     file = direction_cache_file(model, attr, args)
     if file is not None and file.is_file():
         try:
-            entry = torch.load(file, map_location="cpu", weights_only=True)
+            entry = torch.load(file, map_location=rt.device, weights_only=True)
             return entry["direction"], entry["unit"], float(entry["strength"])
         except Exception:  # a damaged cache entry is recomputed, never trusted or fatal
             pass
     direction, unit, strength = attribute_direction(model, attr, args, rt)
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"direction": direction.detach().cpu(), "unit": unit, "strength": strength}, tmp)
-        os.replace(tmp, file)
+        atomic_save({"direction": direction.detach().cpu(), "unit": unit, "strength": strength}, file)
     return direction, unit, strength
 
 
