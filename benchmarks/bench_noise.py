@@ -14,8 +14,10 @@ on one prepared dataset (``prepare`` runs once with the committed seed: the data
 the comparison, not part of its noise), then writes per ``<file>:<metric>`` the mean, standard
 deviation (n-1), min, max and n over all runs, with the per-run values and the command and machine
 in the header. It runs in a throw-away copy of the repository (like ``bench_pipeline``), the
-stages one after another with the same commands ``dvc.yaml`` uses, importing the copy's ``src/``. About 45 min on 2 Zen 4 cores (4 runs of ~10 min); partial results are kept after each
-run in ``benchmarks/results/noise_runs.json`` and ``--resume`` continues from them.
+stages one after another with the same commands ``dvc.yaml`` uses, importing the copy's ``src/``.
+About 50 min on 2 idle cores (a Xeon with AMX: ~11 min per bf16 run, ~16 min for fp32); partial
+results are kept after each run in ``benchmarks/results/noise_runs.json``, and ``--resume``
+continues from them.
 
 Run: ``python -m benchmarks.bench_noise [--seeds 1234 1 2] [--other-seed 1234]``
 

@@ -16,12 +16,14 @@ from facegen.evaluation.noise import MIN_RUNS, NoiseRule, Spread, load_noise, su
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "metrics_tolerances.yaml"
-BASE = {"recon_mse": 0.0100, "recon_psnr": 20.0, "fid_facegen": 2.0, "sample_img_per_s": 500.0, "active_dims": 20.0}
+BASE = {"recon_mse": 0.0100, "recon_psnr": 20.0, "fid_facegen": 2.0, "sample_img_per_s": 500.0, "active_dims": 20.0,
+        "test_kl": 30.0}
 
 
 def _runs() -> list[dict[str, dict[str, float]]]:
     """Four runs spread evenly around BASE: sd = 1.29 x scale (recon_mse: band 4 sd = 0.00077)."""
-    scale = {"recon_mse": 0.00015, "recon_psnr": 0.08, "fid_facegen": 0.1, "sample_img_per_s": 50.0, "active_dims": 1.0}
+    scale = {"recon_mse": 0.00015, "recon_psnr": 0.08, "fid_facegen": 0.1, "sample_img_per_s": 50.0, "active_dims": 1.0,
+             "test_kl": 1.0}
     return [{"vae.json": {k: v + d * scale[k] for k, v in BASE.items()}} for d in (-1.5, -0.5, 0.5, 1.5)]
 
 
@@ -83,8 +85,10 @@ def test_improvements_and_moves_within_the_band_pass(tmp_path, capsys):
 
 def test_ungated_and_two_sided_metrics(tmp_path):
     assert _gate(tmp_path, {**BASE, "sample_img_per_s": 50.0}) == 0  # speed: machine-dependent, never gated
-    assert _gate(tmp_path / "a", {**BASE, "active_dims": 30.0}) == 1  # direction none: a big move either way fails
-    assert _gate(tmp_path / "b", {**BASE, "active_dims": 10.0}) == 1
+    assert _gate(tmp_path / "a", {**BASE, "test_kl": 40.0}) == 1  # direction none: a big move either way fails
+    assert _gate(tmp_path / "b", {**BASE, "test_kl": 20.0}) == 1
+    assert _gate(tmp_path / "c", {**BASE, "test_kl": 33.0}) == 0  # within 4 sd (5.2)
+    assert _gate(tmp_path / "d", {**BASE, "active_dims": 30.0}) == 0  # a count diagnostic: reported, not gated
 
 
 def test_a_gated_metric_without_measured_spread_fails_naming_it(tmp_path, capsys):
@@ -179,7 +183,28 @@ def test_every_gated_committed_metric_has_a_measured_spread_and_lies_in_its_band
 def test_ungated_metrics_are_only_speed_counts_diagnostics_and_per_attribute_rows():
     specs = load_specs(SPECS)
     ungated = {k.partition(":")[2] for k in _committed_metrics() if not specs.for_key(k).gate}
-    allowed = ("_per_s", "num_parameters", "kid_facegen_std", "d_real_test", "d_fake_samples")
+    allowed = ("_per_s", "num_parameters", "kid_facegen_std", "d_real_test", "d_fake_samples", "active_dims")
     per_attribute = ("edit_success_", "test_acc_")
     for name in ungated:
         assert name.endswith(allowed) or (name.startswith(per_attribute) and not name.endswith("_mean")), name
+
+
+@pytest.mark.parametrize("family,broken", [
+    # the spectral-norm DCGAN of an earlier default: grey faces, FID 111, precision 0 (docs/defaults.md)
+    ("dcgan", {"fid_facegen": 111.0, "precision": 0.0}),
+    # a VAE whose reconstructions lost 3 dB (e.g. a decoder trained on the wrong split)
+    ("vae", {"recon_psnr": -3.0}),
+    # edits that stopped working
+    ("beta_vae", {"edit_success_mean": -0.3}),
+])
+def test_committed_bands_still_catch_known_regressions(tmp_path, family, broken):
+    """The measured bands are wide where the noise is, but not so wide that breakage passes."""
+    committed = json.loads((ROOT / "metrics" / f"{family}.json").read_text())
+    new = dict(committed)
+    for name, value in broken.items():
+        new[name] = value if name in ("fid_facegen", "precision") else committed[name] + value
+    old_dir = str(_write(tmp_path / "old", committed, f"{family}.json"))
+    new_dir = str(_write(tmp_path / "new", new, f"{family}.json"))
+    files = ["--specs", str(SPECS), "--noise", str(ROOT / "metrics_noise.json")]
+    assert main(["--metrics-dir", new_dir, "--baseline-dir", old_dir, *files]) == 1
+    assert main(["--metrics-dir", old_dir, "--baseline-dir", old_dir, *files]) == 0  # itself: passes

@@ -98,7 +98,7 @@ class Noise:
 
 def load_noise(path: Path = NOISE_FILE) -> Noise:
     if not path.is_file():
-        raise ConfigError(f"{path} not found: run `python -m benchmarks.bench_noise` (about 45 min) to measure it")
+        raise ConfigError(f"{path} not found: run `python -m benchmarks.bench_noise` (about 50 min) to measure it")
     try:
         doc = json.loads(path.read_text())
         spreads = {key: Spread(float(v["mean"]), float(v["sd"]), float(v["min"]), float(v["max"]), int(v["n"]))
