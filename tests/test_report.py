@@ -9,8 +9,9 @@ import torch
 
 from facegen import paths
 from facegen.evaluation.metric_specs import load_specs
+from facegen.evaluation.noise import NOISE_FILE, Noise, Spread, summarise
 from facegen.models import build as build_model
-from facegen.reporting.compare import analysis, comparison_rows
+from facegen.reporting.compare import analysis, comparison_rows, wins
 from facegen.reporting.comparison_grids import comparison_grids
 from facegen.reporting.grids import save_grid
 from facegen.reporting.report import SUMMARY, build, write_report
@@ -37,7 +38,30 @@ def outputs(tmp_path, monkeypatch):
         save_grid(torch.rand(4, 3, 8, 8), paths.report_dir(fam) / "samples.png", nrow=2)
         (paths.report_dir(fam) / "notes.json").write_text(json.dumps([f"{fam} note"]))
     (paths.METRICS / "classifier.json").write_text(json.dumps({"test_acc_Smiling": 0.9, "test_acc_mean": 0.9}))
+    # run-to-run noise of 1 % around each value: every METRICS gap is far beyond it
+    runs = [{f"{fam}.json": {k: v * (1 + d) for k, v in values.items()} for fam, values in METRICS.items()}
+            for d in (-0.01, 0.0, 0.01)]
+    NOISE_FILE.write_text(json.dumps({"metrics": summarise(runs)}))
     return tmp_path
+
+
+def test_a_gap_within_measured_noise_is_a_tie_and_wins_nothing():
+    noise = Noise({"a.json:fid_facegen": Spread(10.0, 1.0, 9.0, 11.0, 4), "b.json:fid_facegen": Spread(11.0, 1.0, 10.0, 12.0, 4)})
+    close = {"a": {"fid_facegen": 10.0}, "b": {"fid_facegen": 12.5}}  # gap 2.5 < 2 * sqrt(2) = 2.83
+    far = {"a": {"fid_facegen": 10.0}, "b": {"fid_facegen": 13.0}}    # gap 3.0 > 2.83
+    assert comparison_rows(close, SPECS, noise)[0].best is None
+    assert comparison_rows(far, SPECS, noise)[0].best == "a"
+    text = " ".join(analysis(close, SPECS, noise))
+    assert "tie, a (10) and b (12.5) agree within run-to-run noise" in text and "(1 ties): none" in text
+    rows = comparison_rows(far, SPECS, noise)
+    assert wins(rows, ["a", "b"], SPECS) == {"a": ["fid_facegen"], "b": []}
+    unmeasured = {"a": {"fid_facegen": 1.0}, "c": {"fid_facegen": 100.0}}  # c has no measured noise
+    assert comparison_rows(unmeasured, SPECS, noise)[0].best is None
+
+
+def test_wins_count_only_headline_rows():
+    rows = comparison_rows({"a": {"test_loss": 1.0, "recon_mse": 1.0}, "b": {"test_loss": 2.0, "recon_mse": 2.0}}, SPECS)
+    assert wins(rows, ["a", "b"], SPECS) == {"a": ["recon_mse"], "b": []}  # test_loss is summary: false
 
 
 def test_rows_mark_the_best_family_by_direction():

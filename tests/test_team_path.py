@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 # What the pipeline's prepare and train stages read or hash (dvc.yaml deps), copied from the checkout.
-PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "metrics_tolerances.yaml")
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "metrics_tolerances.yaml", "metrics_noise.json")
 PIPELINE_DIRS = ("stages", "src", "sweeps")
 
 

@@ -49,13 +49,23 @@ class Spread:
 
 @dataclass(frozen=True)
 class NoiseRule:
-    """``band = max(k * sd, max - min, floor_rel * |mean|)``; see the module docstring for why."""
+    """``band = max(k * sd, max - min, floor_rel * |mean|)``; see the module docstring for why.
+
+    ``tie_z`` is the report's rule for two families' single-run values ``a`` and ``b`` of one metric:
+    they separate (one is "best") only when ``|a - b| > tie_z * sqrt(sd_a^2 + sd_b^2)``, i.e. the
+    gap is larger than ``tie_z`` standard deviations of the difference of two independent reruns
+    (z = 2: a ~95 % two-sided test if the noise is Gaussian); otherwise the report says "tie".
+    """
 
     k: float = 4.0
     floor_rel: float = 0.01
+    tie_z: float = 2.0
 
     def band(self, spread: Spread) -> float:
         return max(self.k * spread.sd, spread.range, self.floor_rel * abs(spread.mean))
+
+    def separated(self, a: float, b: float, sd_a: float, sd_b: float) -> bool:
+        return abs(a - b) > self.tie_z * math.hypot(sd_a, sd_b)
 
 
 def spread_of(values: list[float]) -> Spread:

@@ -24,7 +24,8 @@ from facegen.data.dataset import load_split
 from facegen.errors import FacegenError
 from facegen.evaluation.evaluate import write_json
 from facegen.evaluation.metric_specs import MetricSpecs, load_specs
-from facegen.reporting.compare import Row, analysis, comparison_rows, fmt
+from facegen.evaluation.noise import NOISE_FILE, load_noise
+from facegen.reporting.compare import Row, analysis, comparison_rows, fmt, wins
 from facegen.reporting.comparison_grids import comparison_grids
 from facegen.reporting.sweep import SWEEPS, load_sweeps, plot_sweep
 from facegen.runtime import seed_everything, setup_runtime
@@ -57,6 +58,7 @@ class Report:
     comparison: dict[str, Path]
     sweeps: list[Path]
     notes: list[str] = field(default_factory=list)
+    tally: dict[str, list[str]] = field(default_factory=dict)  # compare.wins: headline rows won beyond noise
 
 
 def _figures(directory: Path) -> list[Path]:
@@ -89,8 +91,10 @@ def build(families: list[str], specs: MetricSpecs, comparison: dict[str, Path], 
     metrics = {r.family: r.metrics for r in present}
     sweeps = [p for s in load_sweeps(SWEEPS)
               if (p := plot_sweep(s, paths.REPORTS / f"sweep_{s['family']}.png")) is not None]
-    return Report(present, missing, comparison_rows(metrics, specs), analysis(metrics, specs),
-                  _read_json(CLASSIFIER_METRICS, {}), comparison, sweeps, notes)
+    noise = load_noise(NOISE_FILE)
+    rows = comparison_rows(metrics, specs, noise)
+    return Report(present, missing, rows, analysis(metrics, specs, noise), _read_json(CLASSIFIER_METRICS, {}),
+                  comparison, sweeps, notes, tally=wins(rows, [r.family for r in present], specs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ def render_markdown(report: Report) -> str:
     out = ["# facegen: model comparison", ""]
     out += [*(f"{line}  " for line in _intro(report)), "", "## Analysis", ""]
     out += [f"- {line}" for line in report.analysis] or ["- Fewer than two families share a metric."]
-    out += ["", "## Comparison (best per row in **bold** ★)", "", "| metric | " + " | ".join(fams) + " |",
+    out += ["", "## Comparison (best per row in **bold** ★, only where it is beyond run-to-run noise)", "", "| metric | " + " | ".join(fams) + " |",
             "|---|" + "---:|" * len(fams)]
     for row in report.rows:
         cells = []
@@ -177,7 +181,7 @@ def render_html(report: Report) -> str:
             text, best = _cell(row, fam)
             cells.append(f"<td class='num{' best' if best else ''}'>{html.escape(text)}{' ★' if best else ''}</td>")
         body.append(f"<tr><td title='{html.escape(row.metric)}'>{html.escape(row.label)}</td>{''.join(cells)}</tr>")
-    parts.append(f"<h2>Comparison</h2><p>Best per row highlighted ★ (direction from metrics_tolerances.yaml).</p>"
+    parts.append(f"<h2>Comparison</h2><p>Best per row highlighted ★ (direction from metrics_tolerances.yaml) only where the gap to the runner-up exceeds 2·√(sd₁²+sd₂²) of the run-to-run noise measured in metrics_noise.json; otherwise the row is a tie and unmarked.</p>"
                  f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>")
     parts.append("<h2>Side by side</h2>" + "".join(_img(p, name) for name, p in report.comparison.items()))
     for sweep in report.sweeps:
@@ -196,10 +200,10 @@ def render_html(report: Report) -> str:
 def summary(report: Report) -> dict:
     """The comparison's outcome for machines. The metrics themselves stay in metrics/<family>.json
     (repeating them here would list every number twice in `dvc metrics show`)."""
-    best = {row.metric: row.best for row in report.rows if row.best is not None}
     return {
-        "best": best,
-        "wins": {r.family: sum(1 for b in best.values() if b == r.family) for r in report.families},
+        "best": {row.metric: row.best for row in report.rows if row.best is not None},
+        "wins": {family: len(rows) for family, rows in report.tally.items()},
+        "wins_rows": report.tally,
         "evaluated": [r.family for r in report.families],
         "missing_families": report.missing,
     }
