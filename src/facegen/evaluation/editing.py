@@ -1,22 +1,77 @@
-"""Scores for latent attribute edits, judged by the attribute classifier.
+"""Scores for latent attribute edits, judged by the attribute classifier, on matched terms.
 
-For each attribute direction and each start latent, we push the face *towards the opposite* of
-what the classifier sees on the unedited decode (absent -> add the direction, present -> subtract
-it) and ask:
+Every family finds a direction per attribute in its own way: VAEs by the mean difference of
+encoded faces with and without it (the notebook's vectors, latent/attributes.py), the GAN by the
+unit normal of a linear boundary fitted on classifier-labelled prior samples (InterFaceGAN, Shen
+et al. 2020; latent/boundaries.py). Those vectors have unrelated lengths, so scoring each family at
+one hand-picked strength compares a strong edit with a weak one: the strong one "wins" success while
+flipping other attributes, the weak one wins any "distance moved" metric by failing to move.
 
-* success: did the classifier's decision on the target attribute flip?
-* preservation: which fraction of the *other* attributes kept their decision?
-* feature distance: how far the edit moved the face in classifier-feature space, relative to the
-  mean distance between two different source faces (1.0 = it became as different as another face).
+Here every family is scored by a **strength sweep in comparable units**:
 
-The reference is the decoded start latent, not the original photo, so reconstruction error is
-not counted as an edit effect, and GAN edits (which start from prior samples) are scored alike.
+* each direction is normalised to unit length, and stepped by ``alpha * scale``, where ``scale`` is
+  the family's typical distance between two start latents (``latent_scale``: mean of
+  ``||z_i - z_{i-1}||``). ``alpha`` is thus "the fraction of the way to another face": latent
+  dimension and the overall scale of the latent space cancel out, for prior samples (GAN) and
+  posterior means (VAE, VQ-VAE) alike;
+* each face is pushed *towards the opposite* of what the classifier sees on its unedited decode
+  (absent -> add the direction, present -> subtract it; ``opposite_edit``), and at each alpha we
+  record **success** (fraction of faces whose target decision flipped) and **preservation**
+  (fraction of (face, other attribute) decisions unchanged). alpha = 0 is the point (1, 0) by
+  definition: the reference is the decoded start latent, not the photo, so reconstruction error is
+  not counted as an edit effect, and GAN edits (which start from prior samples) are scored alike;
+* **chance**: the same sweep along random directions of the same step. A random direction is the
+  normalised difference of two random start latents (``random_directions``): "moving the same
+  distance towards some other face". It lives where the faces vary, as the scale does, so a family
+  whose latent has dead dimensions (inactive VAE units) is not flattered by an isotropic direction
+  that mostly moves through them. Each random direction is decoded with both signs once and reused
+  for every target attribute (the sign rule picks per face), so chance is the mean of
+  ``chance_directions`` directions per attribute at the cost of ``2 * chance_directions`` sweeps.
+
+The default alphas double from 1/32 to 1: the trained families cross the 90% budget at very
+different steps (DCGAN boundary normals near alpha 0.05-0.1, VAE mean-difference directions near
+0.2-0.75 on the default run), and a log-spaced sweep brackets both with six points, so the headline
+is an interpolation between measured points rather than an extrapolation from (1, 0). For scale:
+the old fixed strengths were alpha ~0.21 (DCGAN, 3.0 x unit normal) and ~0.27 (VAE, 1.5 x vector).
+
+Summaries are read off the (preservation, success) curve, never off one strength:
+
+* ``success_within_budget``: the best success the curve reaches while keeping at least
+  ``preservation`` of the other attributes (piecewise-linear in alpha; the crossing segment is
+  interpolated). Choosing the best strength is what a user of the edit would do, and it makes the
+  number independent of which alphas happen to be in the sweep as long as they bracket the
+  crossing. An edit that never moves scores 0: there is no credit for failing to move.
+
+Metrics (``SweepResult.metrics``; all in [0, 1], **higher is better** unless said otherwise):
+
+* ``edit_success_at_pres90_mean`` - the **headline**: per attribute, the best success while keeping
+  >= 90% of the other attributes, averaged over attributes. One number that already prices in the
+  cost of an edit: success bought by flipping other attributes does not count. 90% is one
+  attribute flipped in ten among the others: visibly "the same face with one thing changed".
+* ``edit_success_at_pres90_<Attr>`` - the same per attribute (detail rows).
+* ``edit_success_auc_mean`` - the one secondary: the budget-limited success averaged over every
+  preservation budget from 100% down to 70% (area under success vs 1 - preservation over [0, 0.3],
+  divided by 0.3). It says whether the headline depends on the 90% threshold.
+* ``edit_chance_at_pres90_mean`` - the headline's value for random directions (direction: none, a
+  reference line): the report can say a family's edits are "above chance" when the headline exceeds
+  it.
+
+When a curve never drops to the budget within the sweep, its value is the best success over the
+whole sweep, a lower bound of what a larger step would reach; ``SweepResult.notes`` says so.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
+
+DEFAULT_ALPHAS: tuple[float, ...] = (0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)  # doublings: see the module doc
+PRESERVATION_TARGET = 0.9  # the headline's budget: at most 10% of the other attribute decisions change
+AUC_BUDGET = 0.3           # the secondary averages budgets 1 - preservation in [0, AUC_BUDGET]
+CHANCE_DIRECTIONS = 4      # random directions per sweep (each decoded with both signs)
+
+Decode = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Judge(Protocol):
@@ -26,25 +81,228 @@ class Judge(Protocol):
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor: ...
 
-    def features(self, images: torch.Tensor) -> torch.Tensor: ...
 
-
-def opposite_edit(decode: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, direction: torch.Tensor,
+def opposite_edit(decode: Decode, z: torch.Tensor, direction: torch.Tensor,
                   strength: float, present: torch.Tensor) -> torch.Tensor:
     """Decoded edits of flat latents ``z`` (N, D): ``strength`` x ``direction`` (D,) added where the
     attribute is absent (``present``: bool (N,), the judge's decision on the unedited decode) and
-    subtracted where present, so every face is pushed towards the opposite of what it shows."""
+    subtracted where present, so every face is pushed towards the opposite of what it shows.
+
+    ``strength`` is in the units of ``direction``: pass a unit direction and ``alpha * scale`` for the
+    sweep's step (``latent_scale``)."""
     sign = 1.0 - 2.0 * present.float()  # +1 where absent, -1 where present
     direction = direction.to(z.device, z.dtype).flatten()
-    return decode(z + strength * sign[:, None].to(z.device) * direction)
+    return decode(z + strength * sign[:, None].to(z.device, z.dtype) * direction)
 
 
-def edit_scores(decode: Callable[[torch.Tensor], torch.Tensor], judge: Judge, z: torch.Tensor,
+def unit(direction: torch.Tensor) -> torch.Tensor:
+    """``direction`` flattened to (D,) and scaled to length 1 (a zero vector stays zero)."""
+    d = direction.detach().float().flatten()
+    return d / d.norm().clamp_min(1e-12)
+
+
+def latent_scale(z: torch.Tensor) -> float:
+    """Typical distance between two start latents (N >= 2, flat (N, D)): mean ``||z_i - z_{i-1}||``.
+
+    The latent length of alpha = 1, "as far as another face"; in the latent's own units."""
+    if len(z) < 2:
+        raise ValueError("latent_scale needs at least two start latents")
+    z = z.detach().float().flatten(1)
+    return float((z - z.roll(1, 0)).norm(dim=1).mean())
+
+
+def random_directions(z: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """(k, D) unit directions ``z_i - z_j`` between random distinct start latents (flat (N, D), N >= 2).
+
+    Drawn on the CPU from ``generator`` (the same generator state gives the same directions)."""
+    n = len(z)
+    if n < 2:
+        raise ValueError("random_directions needs at least two start latents")
+    i = torch.randint(n, (k,), generator=generator)
+    j = (i + torch.randint(1, n, (k,), generator=generator)) % n  # j != i
+    zc = z.detach().float().flatten(1).cpu()
+    return torch.stack([unit(zc[a] - zc[b]) for a, b in zip(i.tolist(), j.tolist())])
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    """The best point of a curve within a preservation budget (see ``success_within_budget``)."""
+
+    success: float
+    alpha: float     # the (interpolated) alpha of that point: the operating strength
+    reached: bool    # whether the curve dropped to the budget within the sweep (False: a lower bound)
+
+
+def success_within_budget(alphas: Sequence[float], success: Sequence[float], preservation: Sequence[float],
+                          target: float = PRESERVATION_TARGET) -> BudgetPoint:
+    """The highest success on the piecewise-linear curve ``alpha -> (preservation, success)`` among
+    its points with ``preservation >= target``, segments crossing ``target`` interpolated linearly.
+
+    ``alphas`` must start with the unedited point (0, preservation 1, success 0), which is always
+    within budget, so an edit that never flips anything scores 0. Ties go to the smallest alpha
+    (the weakest edit achieving the best success). For a curve whose preservation falls
+    monotonically this is the success interpolated at ``preservation == target``; for one that dips
+    and recovers it is the upper envelope. ``reached`` is False when no point falls below
+    ``target``: the value is then the best over the whole sweep, a lower bound for larger steps.
+    """
+    if not (len(alphas) == len(success) == len(preservation)) or not alphas:
+        raise ValueError("alphas, success and preservation must be non-empty and of equal length")
+    cands: list[tuple[float, float]] = []  # (success, alpha)
+    reached = False
+    for k, (a, s, p) in enumerate(zip(alphas, success, preservation)):
+        if p >= target:
+            cands.append((s, a))
+        else:
+            reached = True
+        if k and (preservation[k - 1] >= target) != (p >= target):  # this segment crosses the target
+            a0, s0, p0 = alphas[k - 1], success[k - 1], preservation[k - 1]
+            t = (p0 - target) / (p0 - p)
+            cands.append((s0 + t * (s - s0), a0 + t * (a - a0)))
+    if not cands:  # only if the first point is already out of budget (alphas without the unedited 0)
+        return BudgetPoint(0.0, float(alphas[0]), True)
+    best = max(cands, key=lambda c: (c[0], -c[1]))
+    return BudgetPoint(float(best[0]), float(best[1]), reached)
+
+
+def budget_auc(alphas: Sequence[float], success: Sequence[float], preservation: Sequence[float],
+               budget: float = AUC_BUDGET, steps: int = 300) -> float:
+    """Mean of ``success_within_budget`` over preservation budgets ``1 - b`` for b in [0, ``budget``]:
+    the area under best success vs allowed loss of preservation, normalised to [0, 1] (midpoint rule,
+    ``steps`` budgets)."""
+    b = [(i + 0.5) * budget / steps for i in range(steps)]
+    return sum(success_within_budget(alphas, success, preservation, 1.0 - x).success for x in b) / steps
+
+
+def _flip_rates(p_edit: torch.Tensor, p_src: torch.Tensor, a: int) -> tuple[float, float]:
+    """(success on attribute ``a``, preservation of the others) between two (N, A) bool decisions."""
+    success = float((p_edit[:, a] != p_src[:, a]).float().mean())
+    others = [i for i in range(p_src.shape[1]) if i != a]
+    kept = float((p_edit[:, others] == p_src[:, others]).float().mean()) if others else 1.0
+    return success, kept
+
+
+@dataclass
+class SweepResult:
+    """What ``edit_sweep`` returns: flat metrics, the raw curves (JSON-serialisable) and remarks."""
+
+    metrics: dict[str, float]
+    curves: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def step(self, name: str) -> float:
+        """Latent length of ``name``'s operating edit (alpha at the headline's budget x scale):
+        the unit direction times this is the edit the headline scores."""
+        return self.curves["attributes"][name]["alpha_at_target"] * self.curves["scale"]
+
+
+def _pct(target: float) -> str:
+    return f"{round(100 * target):d}"
+
+
+def edit_sweep(decode: Decode, judge: Judge, z: torch.Tensor, directions: dict[str, torch.Tensor],
+               generator: torch.Generator, alphas: Sequence[float] = DEFAULT_ALPHAS,
+               chance_directions: int = CHANCE_DIRECTIONS,
+               preservation: float = PRESERVATION_TARGET) -> SweepResult:
+    """Success and preservation of every attribute's edit over a sweep of comparable strengths.
+
+    Args:
+        decode: flat latents (N, D) -> images (N, C, H, W) for ``judge`` (batching is its business).
+        judge: the attribute classifier; decisions are ``predict_proba > 0.5``.
+        z: start latents, flat (N, D), N >= 2: test-face encodings (VAEs) or prior samples (GAN).
+        directions: attribute name -> direction (D,) of any length (normalised here). Names the
+            judge does not know are left out; an empty result when none is left.
+        generator: seeds the random directions of the chance line (CPU generator).
+        alphas: positive step sizes in units of ``latent_scale(z)``, strictly increasing.
+        chance_directions: random directions averaged into the chance curve (>= 1).
+        preservation: the headline's budget (0.9 -> metric names ``..._at_pres90_...``).
+
+    Returns:
+        ``SweepResult`` with metrics ``edit_success_at_pres{P}_<Attr>``, ``edit_success_at_pres{P}_mean``
+        (headline, higher is better), ``edit_success_auc_mean`` (secondary, higher is better) and
+        ``edit_chance_at_pres{P}_mean`` (reference, no direction); and ``curves``::
+
+            {"alphas": [0.0, *alphas], "scale": float, "preservation_target": float,
+             "chance_directions": int,
+             "attributes": {name: {"success": [...], "preservation": [...], "success_at_target": float,
+                                   "alpha_at_target": float, "reached": bool}},
+             "chance": {name: {"success": [...], "preservation": [...], "success_at_target": float}}}
+
+        where every list has one value per alpha (alpha 0 included: success 0, preservation 1).
+    """
+    alphas = [float(a) for a in alphas]
+    if not alphas or alphas[0] <= 0 or any(b <= a for a, b in zip(alphas, alphas[1:])):
+        raise ValueError(f"alphas must be positive and strictly increasing, got {alphas}")
+    if chance_directions < 1:
+        raise ValueError("chance_directions must be >= 1")
+    judged = list(judge.attributes)
+    names = [n for n in directions if n in judged]
+    if not names:
+        return SweepResult({}, {})
+    z = z.detach().flatten(1)
+    scale = latent_scale(z)
+    p_src = judge.predict_proba(decode(z)) > 0.5
+    grid = [0.0, *alphas]
+    pct = _pct(preservation)
+
+    def decisions(direction: torch.Tensor, a: int | None, alpha: float) -> torch.Tensor:
+        present = p_src[:, a] if a is not None else torch.zeros(len(z), dtype=torch.bool, device=p_src.device)
+        return judge.predict_proba(opposite_edit(decode, z, direction, alpha * scale, present)) > 0.5
+
+    curves: dict[str, Any] = {"alphas": grid, "scale": scale, "preservation_target": preservation,
+                              "chance_directions": chance_directions, "attributes": {}, "chance": {}}
+    metrics: dict[str, float] = {}
+    notes: list[str] = []
+    for name in names:
+        a, d = judged.index(name), unit(directions[name])
+        rates = [(0.0, 1.0)] + [_flip_rates(decisions(d, a, alpha), p_src, a) for alpha in alphas]
+        succ, pres = [r[0] for r in rates], [r[1] for r in rates]
+        point = success_within_budget(grid, succ, pres, preservation)
+        curves["attributes"][name] = {"success": succ, "preservation": pres, "success_at_target": point.success,
+                                      "alpha_at_target": point.alpha, "reached": point.reached,
+                                      "auc": budget_auc(grid, succ, pres)}
+        metrics[f"edit_success_at_pres{pct}_{name}"] = point.success
+        if not point.reached:
+            notes.append(f"Edits of {name} keep >= {pct}% of the other attributes up to the largest step "
+                         f"(alpha {alphas[-1]:g}): edit_success_at_pres{pct}_{name} = {point.success:.3g} is the "
+                         "best success of the sweep, a lower bound for larger steps.")
+    # Chance: each random direction decoded once with + and once with -, the sign picked per face and
+    # target attribute exactly as opposite_edit would (+ where the target is absent).
+    chance_sum = {n: [[0.0, 0.0] for _ in grid] for n in names}
+    for r in random_directions(z, chance_directions, generator):
+        for k, alpha in enumerate(alphas, start=1):
+            plus = decisions(r, None, alpha)
+            minus = decisions(-r, None, alpha)
+            for name in names:
+                a = judged.index(name)
+                edited = torch.where(p_src[:, a, None], minus, plus)
+                s, kept = _flip_rates(edited, p_src, a)
+                chance_sum[name][k][0] += s
+                chance_sum[name][k][1] += kept
+    chance_points = []
+    for name in names:
+        succ = [0.0] + [v[0] / chance_directions for v in chance_sum[name][1:]]
+        pres = [1.0] + [v[1] / chance_directions for v in chance_sum[name][1:]]
+        point = success_within_budget(grid, succ, pres, preservation)
+        curves["chance"][name] = {"success": succ, "preservation": pres, "success_at_target": point.success}
+        chance_points.append(point.success)
+    per_attr = [curves["attributes"][n] for n in names]
+    metrics[f"edit_success_at_pres{pct}_mean"] = sum(c["success_at_target"] for c in per_attr) / len(names)
+    metrics["edit_success_auc_mean"] = sum(c["auc"] for c in per_attr) / len(names)
+    metrics[f"edit_chance_at_pres{pct}_mean"] = sum(chance_points) / len(names)
+    return SweepResult(metrics, curves, notes)
+
+
+# -- deprecated: the one-strength scores ---------------------------------------------------------
+class _FeatureJudge(Judge, Protocol):
+    def features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def edit_scores(decode: Decode, judge: _FeatureJudge, z: torch.Tensor,
                 directions: dict[str, torch.Tensor], strength: float) -> dict[str, float]:
-    """``edit_success_<Name>`` per attribute plus the means of success, preservation and distance.
+    """DEPRECATED, kept only until evaluation/analyses.py calls ``edit_sweep``; delete with that change.
 
-    ``decode`` maps flat latents (N, D) to images; ``directions`` maps attribute names to (D,)
-    vectors; ``strength`` multiplies them. Attributes the judge does not know are left out.
+    Scores every family at one strength in its own units (not comparable across families), and its
+    ``edit_feature_dist_mean`` rewards edits that fail to move. Use ``edit_sweep``.
     """
     names = [n for n in directions if n in judge.attributes]
     if not names:
@@ -52,17 +310,15 @@ def edit_scores(decode: Callable[[torch.Tensor], torch.Tensor], judge: Judge, z:
     source = decode(z)
     p_src = judge.predict_proba(source) > 0.5
     f_src = judge.features(source)
-    # Typical distance between two different faces: the scale that makes feature distances comparable.
     face_gap = (f_src - f_src.roll(1, 0)).norm(dim=1).mean().clamp_min(1e-12)
     success, kept, dist = {}, [], []
     for name in names:
         a = list(judge.attributes).index(name)
         edited = opposite_edit(decode, z, directions[name], strength, p_src[:, a])
         p_edit = judge.predict_proba(edited) > 0.5
-        success[name] = float((p_edit[:, a] != p_src[:, a]).float().mean())
-        others = [i for i in range(p_src.shape[1]) if i != a]
-        if others:
-            kept.append(float((p_edit[:, others] == p_src[:, others]).float().mean()))
+        success[name], k = _flip_rates(p_edit, p_src, a)
+        if p_src.shape[1] > 1:
+            kept.append(k)
         dist.append(float((judge.features(edited) - f_src).norm(dim=1).mean() / face_gap))
     out = {f"edit_success_{n}": v for n, v in success.items()}
     out["edit_success_mean"] = sum(success.values()) / len(success)
