@@ -22,7 +22,7 @@ from torch import nn
 from benchmarks.timing import interleaved
 from facegen.config import DCGANConfig, load_params
 from facegen.models import build
-from facegen.models.base import Batch
+from facegen.data.dataset import Batch
 from facegen.runtime import Runtime, seed_everything, setup_runtime
 
 RESULTS = Path(__file__).parent / "results" / "dcgan.json"

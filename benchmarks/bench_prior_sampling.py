@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from facegen.config import load_params
 from facegen.models.pixelcnn import PixelCNNPrior
 from facegen.runtime import seed_everything, setup_runtime
-from facegen.training.prior import PRIOR_DIR, load_prior
+from facegen.artifacts import PRIOR_DIR
+from facegen.models.checkpoint import load_prior
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prior_sampling.json"
 

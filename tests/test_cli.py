@@ -19,9 +19,10 @@ from PIL import Image
 from facegen import cli, tracking
 from facegen.config import ClassifierConfig, DCGANConfig, TrainConfig, VAEConfig, VQVAEConfig
 from facegen.models import FAMILIES, build
-from facegen.models.classifier import AttributeClassifier, save_classifier
+from facegen.models.checkpoint import save_classifier
+from facegen.models.classifier import AttributeClassifier
 from facegen.models.vae import VAE
-from facegen.training.checkpoint import save_model
+from facegen.models.checkpoint import save_model
 from tests.conftest import ATTRS, make_split
 
 SIZE = 16  # image size of the tiny models

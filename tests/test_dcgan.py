@@ -12,9 +12,11 @@ from facegen.evaluation.context import EvalContext
 from facegen.latent.boundaries import classifier_boundaries
 from facegen.latent.inversion import invert
 from facegen.models import build
-from facegen.models.base import Batch
+from facegen.data.dataset import Batch
+from facegen.evaluation.analyses import sample_diversity
+from facegen.models.base import ADVERSARIAL
 from facegen.runtime import eval_mode, seed_everything
-from facegen.training.checkpoint import load_model, safe_load, save_model
+from facegen.models.checkpoint import load_model, safe_load, save_model
 from facegen.training.loop import fit
 from tests.conftest import make_split
 
@@ -171,12 +173,13 @@ def test_hinge_spectral_norm_variant_trains_and_round_trips(cfg, rt, tmp_path):
         assert torch.equal(loaded.sample(4, torch.Generator().manual_seed(0)), expected)
 
 
-def test_family_analyses_writes_diversity_figure(cfg, rt, tmp_path):
+def test_sample_diversity_analysis_writes_its_figure(cfg, rt, tmp_path):
     model = _model(cfg)
     ctx = EvalContext(model=model, family="dcgan", train=make_split(32, SIZE), test=make_split(32, SIZE, seed=1),
                       cfg=EvaluateConfig(num_samples=32, batch_size=16), rt=rt, seed=0, out_dir=tmp_path,
                       classifier=BrightnessClassifier())
-    metrics = model.family_analyses(ctx)
+    assert ADVERSARIAL in model.capabilities
+    metrics = sample_diversity(ctx)
     assert (tmp_path / "diversity.png").is_file()
     expected = {"sample_diversity_ratio", "sample_diversity_ratio_features", "d_real_test", "d_fake_samples"}
     assert expected <= set(metrics)

@@ -22,7 +22,7 @@ from facegen.distributed import Distributed
 from facegen.errors import ConfigError
 from facegen.models import build
 from facegen.runtime import seed_everything, setup_runtime
-from facegen.training.checkpoint import safe_load
+from facegen.models.checkpoint import safe_load
 from facegen.training.loop import fit
 from tests.conftest import make_split
 from tests.stage_repo import make_repo, run_stage, stage_cmd, stage_env

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from facegen.config import MODEL_CONFIGS
+from facegen.data.dataset import Batch
 from facegen.errors import FacegenError
 from facegen.models import FAMILIES, build
-from facegen.models.base import ENCODE, Batch
+from facegen.models.base import ENCODE
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE_NAMES = ("cpu", "cuda", "mps", "xpu")

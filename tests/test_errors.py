@@ -26,8 +26,8 @@ from PIL import Image
 from facegen.config import VAEConfig
 from facegen.errors import CheckpointError
 from facegen.models import build
-from facegen.training import checkpoint
-from facegen.training.checkpoint import safe_load, save_model
+from facegen.models import checkpoint
+from facegen.models.checkpoint import safe_load, save_model
 from tests.stage_repo import REPO, make_repo, run_stage
 
 ATTR_NAMES = ("Smiling", "Male")

@@ -25,7 +25,7 @@ from facegen.models import build
 from facegen.models.classifier import AttributeClassifier
 from facegen.models.pixelcnn import PixelCNNPrior
 from facegen.runtime import seed_everything
-from facegen.training.checkpoint import safe_load, save_model
+from facegen.models.checkpoint import safe_load, save_model
 from facegen.training.loop import fit
 from facegen.training.state import STATE_FORMAT, code_hash
 from tests.conftest import ATTRS, make_split

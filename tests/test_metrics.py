@@ -11,7 +11,8 @@ from facegen.evaluation.disentanglement import disentanglement_scores
 from facegen.evaluation.distribution import (frechet_distance, inception_unavailable, kernel_distance,
                                              precision_recall_density_coverage)
 from facegen.evaluation.editing import edit_scores
-from facegen.models.classifier import AttributeClassifier, load_classifier, save_classifier
+from facegen.models.checkpoint import load_classifier, save_classifier
+from facegen.models.classifier import AttributeClassifier
 from facegen.runtime import Runtime
 from facegen.training.loop import fit
 

@@ -9,16 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-from facegen import paths
+from facegen import artifacts
 from facegen.config import PriorConfig, TrainConfig, VQVAEConfig, parse_params
 from facegen.data.codes import CodeSplit, load_codes
 from facegen.models import build
 from facegen.models.pixelcnn import PixelCNNPrior, draw
 from facegen.runtime import seed_everything
-from facegen.training.checkpoint import load_model, save_model
-from facegen.training.codes import extract_codes
+from facegen.models.checkpoint import load_model, save_model
+from facegen.pipeline.extract_codes import extract_codes
 from facegen.training.loop import fit
-from facegen.training.prior import fit_prior, load_prior, save_prior
+from facegen.models.checkpoint import load_prior, load_trained, save_prior
+from facegen.pipeline.fit_prior import fit_prior
 from tests.conftest import ATTRS, make_split
 
 K, GRID = 12, (5, 6)
@@ -136,28 +137,27 @@ def test_extract_codes_then_fit_prior_then_sample(tmp_path, monkeypatch, rt):
     table = []
     for split, n in (("train", 48), ("val", 16), ("test", 16)):
         faces = make_split(n, seed=len(table))
-        paths.PREPARED.mkdir(parents=True, exist_ok=True)
-        np.save(paths.PREPARED / f"{split}.npy", faces.images.numpy())
+        artifacts.PREPARED.mkdir(parents=True, exist_ok=True)
+        np.save(artifacts.PREPARED / f"{split}.npy", faces.images.numpy())
         table.append(pd.DataFrame(faces.attrs.numpy().astype(int), columns=list(ATTRS)).assign(split=split))
-    pd.concat(table).to_csv(paths.PREPARED / "attrs.csv", index=False)
+    pd.concat(table).to_csv(artifacts.PREPARED / "attrs.csv", index=False)
     vq_cfg = VQVAEConfig(num_hiddens=8, num_residual_hiddens=4, num_residual_layers=1, num_embeddings=K, embedding_dim=4)
-    save_model(build("vqvae", vq_cfg, 16), paths.model_file("vqvae"))
+    save_model(build("vqvae", vq_cfg, 16), artifacts.model_file("vqvae"))
     params = parse_params({
         "runtime": {"device": "cpu", "precision": "fp32", "threads": 2},
         "data": {"image_size": 16, "attributes": list(ATTRS)},
         "prior": {"hidden": 8, "layers": 2, "train": {"epochs": 1, "batch_size": 16}},
     })
     extract_codes(params)
-    train = load_codes(paths.CODES, "train", ATTRS)
+    train = load_codes(artifacts.CODES, "train", ATTRS)
     assert train.images.dtype == torch.int16 and train.images.shape == (48, 4, 4)
-    assert (paths.CODES / "code_usage.png").is_file()
+    assert (artifacts.CODES / "code_usage.png").is_file()
     _, metrics = fit_prior(params)
-    written = json.loads((paths.MODELS / "pixelcnn" / "metrics.json").read_text())
+    written = json.loads((artifacts.MODELS / "pixelcnn" / "metrics.json").read_text())
     assert written == metrics and 0 < metrics["nll_bits_per_code"] < 2 * np.log2(K)
     assert metrics["nll_bits_per_dim"] == pytest.approx(metrics["nll_bits_per_code"] * 16 / (3 * 256))
-    assert paths.train_log("prior").read_text().startswith("epoch,")
-    vqvae = load_model(paths.model_file("vqvae"))
-    vqvae.load_companions(paths.MODELS)
+    assert artifacts.train_log("prior").read_text().startswith("epoch,")
+    vqvae = load_trained("vqvae")
     images = vqvae.sample(3, torch.Generator().manual_seed(0), torch.tensor([[1.0, 0.0]] * 3))
     assert images.shape == (3, 3, 16, 16) and 0 <= float(images.min()) and float(images.max()) <= 1
 

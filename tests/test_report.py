@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from facegen import paths
+from facegen import artifacts
 from facegen.evaluation.metric_specs import load_specs
 from facegen.evaluation.noise import NOISE_FILE, Noise, Spread, summarise
+from facegen.config import EvaluateConfig
+from facegen.evaluation.analyses import side_by_side_rows
+from facegen.evaluation.comparison import analysis, comparison_rows, wins
+from facegen.evaluation.context import EvalContext
 from facegen.models import build as build_model
-from facegen.reporting.compare import analysis, comparison_rows, wins
-from facegen.reporting.comparison_grids import comparison_grids
-from facegen.reporting.grids import save_grid
-from facegen.reporting.report import SUMMARY, build, write_report
+from facegen.pipeline.report import SUMMARY, build, comparison_figures, write_report
+from facegen.reporting.grids import load_strip, save_grid
 from facegen.reporting.sweep import plot_sweep, sweep_points
-from facegen.training.checkpoint import save_model
 from tests.conftest import make_split
 
 SPECS = load_specs(Path(__file__).resolve().parents[1] / "metrics_tolerances.yaml")
@@ -33,11 +34,11 @@ def outputs(tmp_path, monkeypatch):
     """Fake evaluate outputs (metrics, notes, a figure per family) in a throw-away repo root."""
     monkeypatch.chdir(tmp_path)
     for fam, values in METRICS.items():
-        paths.metrics_file(fam).parent.mkdir(parents=True, exist_ok=True)
-        paths.metrics_file(fam).write_text(json.dumps(values))
-        save_grid(torch.rand(4, 3, 8, 8), paths.report_dir(fam) / "samples.png", nrow=2)
-        (paths.report_dir(fam) / "notes.json").write_text(json.dumps([f"{fam} note"]))
-    (paths.METRICS / "classifier.json").write_text(json.dumps({"test_acc_Smiling": 0.9, "test_acc_mean": 0.9}))
+        artifacts.metrics_file(fam).parent.mkdir(parents=True, exist_ok=True)
+        artifacts.metrics_file(fam).write_text(json.dumps(values))
+        save_grid(torch.rand(4, 3, 8, 8), artifacts.report_dir(fam) / "samples.png", nrow=2)
+        (artifacts.report_dir(fam) / "notes.json").write_text(json.dumps([f"{fam} note"]))
+    (artifacts.METRICS / "classifier.json").write_text(json.dumps({"test_acc_Smiling": 0.9, "test_acc_mean": 0.9}))
     # run-to-run noise of 1 % around each value: every METRICS gap is far beyond it
     runs = [{f"{fam}.json": {k: v * (1 + d) for k, v in values.items()} for fam, values in METRICS.items()}
             for d in (-0.01, 0.0, 0.01)]
@@ -84,10 +85,10 @@ def test_analysis_is_written_from_the_numbers():
 
 
 def _check_rendered(missing: list[str]) -> str:
-    page = paths.REPORTS.joinpath("index.html").read_text()
+    page = artifacts.REPORTS.joinpath("index.html").read_text()
     assert page.count("data:image/png;base64,") >= 3 - len(missing)
     assert "src=\"reports/" not in page and "<img alt" in page  # embedded, not linked
-    md = paths.REPORTS.joinpath("report.md").read_text()
+    md = artifacts.REPORTS.joinpath("report.md").read_text()
     assert "| metric |" in md and "★" in md
     summary = json.loads(SUMMARY.read_text())
     assert summary["missing_families"] == missing
@@ -105,20 +106,25 @@ def test_report_renders_with_every_family(outputs):
 
 
 def test_report_renders_with_a_family_missing(outputs):
-    paths.metrics_file("beta_vae").unlink()
+    artifacts.metrics_file("beta_vae").unlink()
     write_report(build(FAMILIES, SPECS, {}, []))
     page = _check_rendered(["beta_vae"])
     assert "Not evaluated" in page and "<th>beta_vae</th>" not in page
     assert "only vae has it" in page  # MIG is now a single-family metric
 
 
-def test_comparison_grids_load_trained_models(outputs, tiny_vae_cfg, rt):
+def test_comparison_figures_assemble_the_rows_evaluate_wrote(outputs, tiny_vae_cfg, rt):
+    """evaluate@<family> writes its rows (with the model loaded); the report only stacks files."""
     for fam in ("vae", "beta_vae"):
-        save_model(build_model(fam, tiny_vae_cfg, 16), paths.model_file(fam))
+        model = build_model(fam, tiny_vae_cfg, 16)
+        ctx = EvalContext(model=model, family=fam, train=make_split(8, 16), test=make_split(8, 16, seed=1),
+                          cfg=EvaluateConfig(grid_size=4), rt=rt, seed=0, out_dir=artifacts.report_dir(fam))
+        assert side_by_side_rows(ctx) == {}
     notes: list[str] = []
-    out = comparison_grids(["vae", "beta_vae", "dcgan"], make_split(8, 16), rt, seed=0, n=4, notes=notes)
+    out = comparison_figures(["vae", "beta_vae", "dcgan"], notes)
     assert set(out) == {"reconstructions", "samples"} and all(p.is_file() for p in out.values())
-    assert any("dcgan" in n and "no trained model" in n for n in notes)
+    assert load_strip(artifacts.report_dir("vae") / artifacts.ROW_SAMPLES).shape == (4, 3, 16, 16)
+    assert any("dcgan" in n and "no reconstructions" in n for n in notes)
 
 
 EXP_SHOW = [{

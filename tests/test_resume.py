@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from facegen.training.checkpoint import safe_load
+from facegen.models.checkpoint import safe_load
 from tests.stage_repo import make_repo, run_stage, stage_cmd, stage_env, write_prepared
 
 pytestmark = pytest.mark.slow  # three stage processes (~1 min on the 2-core CI machine)

@@ -127,7 +127,7 @@ def test_info_with_an_unreachable_server_pays_one_timeout(tmp_path, monkeypatch,
     from facegen import cli
     from facegen.config import TrainConfig, VAEConfig
     from facegen.models import build
-    from facegen.training.checkpoint import save_model
+    from facegen.models.checkpoint import save_model
 
     cfg = VAEConfig(latent_dim=4, widths=(8, 16), train=TrainConfig(epochs=1))
     for family in ("vae", "beta_vae"):

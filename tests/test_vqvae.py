@@ -11,7 +11,7 @@ from facegen.errors import FacegenError
 from facegen.models import build
 from facegen.models.quantize import DEAD_USAGE, VectorQuantizer
 from facegen.runtime import seed_everything
-from facegen.training.checkpoint import load_model, save_model
+from facegen.models.checkpoint import load_model, save_model
 from facegen.training.loop import evaluate_losses, fit
 from tests.conftest import make_split
 

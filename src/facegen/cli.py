@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from facegen import paths, tracking  # noqa: E402
+from facegen import artifacts, tracking  # noqa: E402
 from facegen.config import EvaluateConfig, RuntimeConfig  # noqa: E402
 from facegen.data.dataset import FaceSplit, load_split  # noqa: E402
 from facegen.data.images import load_image, read_image  # noqa: E402
@@ -49,7 +49,8 @@ from facegen.latent.interpolation import lerp, slerp  # noqa: E402
 from facegen.models import FAMILIES  # noqa: E402
 from facegen.models.base import EDIT, ENCODE, GenerativeModel  # noqa: E402
 from facegen.runtime import Runtime, eval_mode, setup_runtime  # noqa: E402
-from facegen.training.checkpoint import atomic_save, load_model  # noqa: E402
+from facegen.artifacts import atomic_save  # noqa: E402
+from facegen.models.checkpoint import in_models_dir, load_classifier, load_model, with_prior  # noqa: E402
 
 # facegen.reporting.grids (matplotlib + torchvision, ~3 s of imports on 2 cores) and facegen.faces
 # (dlib) are imported where used: `edit` with paste-back needs no grid, `sample` no dlib.
@@ -90,8 +91,8 @@ def make_runtime(device: str) -> Runtime:
 
 
 def model_path(models_dir: Path, name: str) -> Path:
-    """``<models_dir>/<name>/model.pt``: the pipeline's layout (paths.model_file) under another root."""
-    return models_dir / paths.model_file(name).relative_to(paths.MODELS)
+    """``<models_dir>/<name>/model.pt``: the pipeline's layout (artifacts.model_file) under another root."""
+    return in_models_dir(artifacts.model_file(name), models_dir)
 
 
 def load_family(args: argparse.Namespace, rt: Runtime) -> GenerativeModel:
@@ -111,8 +112,7 @@ def load_family(args: argparse.Namespace, rt: Runtime) -> GenerativeModel:
             raise FacegenError(f"{args.family} is not trained yet ({path} is missing): "
                                f"run `dvc repro train@{args.family}`")
         model = load_model(path, rt.device)
-    model.load_companions(args.models_dir)
-    return model
+    return with_prior(model, args.models_dir)
 
 
 def require(model: GenerativeModel, capability: str, action: str) -> None:
@@ -152,7 +152,7 @@ def load_inputs(files: Sequence[Path], size: int, args: argparse.Namespace, timi
     from facegen.faces.photos import find_faces, small_face_warning
     from facegen.faces.template import training_template
 
-    template = training_template(args.prepared_dir, size, paths.cache_dir())
+    template = training_template(args.prepared_dir, size, artifacts.cache_dir())
     timings.lap("face template")
     if args.aligned:
         crops = [load_image(file, size) for file in files]
@@ -226,9 +226,7 @@ def attribute_direction(model: GenerativeModel, attr: str, args: argparse.Namesp
     """``attr``'s latent direction as evaluation finds it for this family, its unit, and a default strength."""
     if model.edit_directions == "classifier_boundary":
         from facegen.latent.boundaries import classifier_boundaries  # GAN-only dependency: load on demand
-        from facegen.models.classifier import load_classifier
-
-        path = model_path(args.models_dir, "classifier")
+        path = in_models_dir(artifacts.CLASSIFIER_FILE, args.models_dir)
         if not path.is_file():
             raise FacegenError(f"{model.family} edits along attribute-classifier boundaries but {path} is "
                                "missing: run `dvc repro train_classifier`")
@@ -265,7 +263,7 @@ def direction_cache_file(model: GenerativeModel, attr: str, args: argparse.Names
     else:
         parts.append(_stat(model_path(args.models_dir, model.family)))
     if model.edit_directions == "classifier_boundary":
-        classifier = model_path(args.models_dir, "classifier")
+        classifier = in_models_dir(artifacts.CLASSIFIER_FILE, args.models_dir)
         if not classifier.is_file():
             return None
         parts += [_stat(classifier), str(args.boundary_samples), str(args.seed), str(args.batch_size)]
@@ -275,7 +273,7 @@ def direction_cache_file(model: GenerativeModel, attr: str, args: argparse.Names
             return None
         parts += [_stat(f) for f in files]
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-    return paths.cache_dir() / "directions" / f"{key}.pt"
+    return artifacts.cache_dir() / "directions" / f"{key}.pt"
 
 
 def cached_attribute_direction(model: GenerativeModel, attr: str, args: argparse.Namespace,
@@ -492,7 +490,7 @@ def family_info(family: str, args: argparse.Namespace, run: dict[str, str] | Non
     if not path.is_file():
         return {"trained": False, "train_command": f"dvc repro train@{family}"}
     stat = path.stat()
-    metrics_file = args.metrics_dir / paths.metrics_file(family).relative_to(paths.METRICS)
+    metrics_file = args.metrics_dir / artifacts.metrics_file(family).relative_to(artifacts.METRICS)
     info: dict[str, Any] = {
         "trained": True, "model_file": str(path), "size_mb": round(stat.st_size / 2**20, 2),
         "modified": datetime.fromtimestamp(stat.st_mtime).isoformat(timespec="seconds"),
@@ -588,8 +586,8 @@ def model_options(default_out: str) -> argparse.ArgumentParser:
     g.add_argument("--family", help=f"model family: {', '.join(FAMILIES)}")
     g.add_argument("--run-id", help="use the model logged by this MLflow training run instead of --models-dir "
                                     "(store: $MLFLOW_TRACKING_URI, else ./mlruns.db)")
-    g.add_argument("--models-dir", type=Path, default=paths.MODELS, help="pipeline models folder (default: %(default)s)")
-    g.add_argument("--prepared-dir", type=Path, default=paths.PREPARED,
+    g.add_argument("--models-dir", type=Path, default=artifacts.MODELS, help="pipeline models folder (default: %(default)s)")
+    g.add_argument("--prepared-dir", type=Path, default=artifacts.PREPARED,
                    help="prepared data, for attribute directions and attribute frequencies (default: %(default)s)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -673,8 +671,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("info", help="which models are trained, their metrics and provenance",
                        description="List every family: trained or not (and the command that trains it), "
                                    "model file and date, metrics/<family>.json, and the MLflow run it came from.")
-    p.add_argument("--models-dir", type=Path, default=paths.MODELS, help="default: %(default)s")
-    p.add_argument("--metrics-dir", type=Path, default=paths.METRICS, help="default: %(default)s")
+    p.add_argument("--models-dir", type=Path, default=artifacts.MODELS, help="default: %(default)s")
+    p.add_argument("--metrics-dir", type=Path, default=artifacts.METRICS, help="default: %(default)s")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_info)
     return parser

@@ -27,7 +27,7 @@ from pathlib import Path
 from facegen.errors import FacegenError
 from facegen.evaluation.metric_specs import SPECS_FILE, MetricSpecs, load_specs
 from facegen.evaluation.noise import NOISE_FILE, MIN_RUNS, Noise, load_noise
-from facegen.reporting.compare import fmt
+from facegen.evaluation.comparison import fmt
 
 Metrics = dict[str, float]  # "file.json:metric" -> value
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facegen.data.dataset import FaceSplit, load_split
+from facegen.data.dataset import Batch, FaceSplit, load_split
 from facegen.errors import DataError
-from facegen.models.base import Batch
 
 
 @dataclass

@@ -16,9 +16,16 @@ import pandas as pd
 import torch
 
 from facegen.errors import DataError
-from facegen.models.base import Batch
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Batch:
+    """A training batch: images in [0, 1] (N, 3, H, W) and binary attributes (N, A) as float."""
+
+    images: torch.Tensor
+    attrs: torch.Tensor
 
 
 @dataclass

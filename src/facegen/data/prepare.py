@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from facegen import paths
-from facegen.config import DataConfig, Params, params_hash, to_dict
+from facegen import artifacts
+from facegen.config import DataConfig
 from facegen.data import TaskMap, task_map
 from facegen.data.celeba import SPLIT_NAMES, find_layout, read_table
 # The one image loader (EXIF, 16-bit, alpha, bombs), shared with the facegen command; re-exported.
@@ -38,7 +38,6 @@ from facegen.errors import DataError
 
 log = logging.getLogger(__name__)
 SPLITS = tuple(SPLIT_NAMES.values())
-GRID_FACES = 64  # prepared training faces shown in the MLflow run
 CHUNK = 256  # images per worker task: large enough to amortise IPC, small enough for a smooth bar
 
 
@@ -160,7 +159,7 @@ def prepare(cfg: DataConfig, seed: int, out_dir: Path) -> PrepareSummary:
         counts = kept["split"].value_counts()
         summary = PrepareSummary({s: int(counts.get(s, 0)) for s in SPLITS}, corrupt, round(seconds, 3),
                                  round(len(table) / seconds, 1))
-        (tmp / "summary.json").write_text(json.dumps(summary.content(), indent=2, sort_keys=True) + "\n")
+        (tmp / artifacts.PREPARE_SUMMARY.name).write_text(json.dumps(summary.content(), indent=2, sort_keys=True) + "\n")
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -177,31 +176,3 @@ def _replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old)
     else:
         new.rename(target)
-
-
-def prepare_stage(params: Params) -> PrepareSummary:
-    """The ``prepare`` stage: :func:`prepare` into ``data/prepared`` inside one MLflow run.
-
-    The run holds the data params, the split sizes and speed, and a grid of the first prepared
-    training faces, so a user can see in the UI what every model was trained on.
-    """
-    # torch, matplotlib and mlflow only here: prepare's worker processes import this module too.
-    import torch
-
-    from facegen.reporting.grids import grid_array
-    from facegen.tracking import start_run
-
-    logged = {"seed": params.seed, "data": to_dict(params.data)}
-    with start_run("prepare", "data", logged, params_hash(params.seed, params.data),
-                   params.tracking.experiment) as tracker:
-        summary = prepare(params.data, params.seed, paths.PREPARED)
-        log.info("prepared %s", summary)
-        tracker.log_metrics({**{f"images_{s}": float(n) for s, n in summary.counts.items()},
-                             "corrupt_skipped": float(summary.corrupt),
-                             "prepare_images_per_s": summary.images_per_second,
-                             "prepare_seconds": summary.seconds})
-        faces = np.load(paths.PREPARED / "train.npy", mmap_mode="r")[:GRID_FACES]
-        tracker.log_image(grid_array(torch.from_numpy(np.array(faces)).permute(0, 3, 1, 2).float() / 255),
-                          "train_faces.png")
-        tracker.log_artifact(paths.PREPARED / "summary.json")
-    return summary

@@ -13,8 +13,11 @@ from typing import Callable
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from facegen import artifacts
+from facegen.evaluation.codebook import usage_stats
 from facegen.evaluation.context import EvalContext
 from facegen.evaluation.disentanglement import disentanglement_scores
+from facegen.evaluation.diversity import pairwise_distances
 from facegen.evaluation.distribution import (frechet_distance, inception_fid, inception_unavailable, kernel_distance,
                                              precision_recall_density_coverage)
 from facegen.evaluation.editing import edit_scores, opposite_edit
@@ -24,12 +27,15 @@ from facegen.faces.template import faces_template
 from facegen.latent.attributes import edit, encode_split, mean_difference_vectors
 from facegen.latent.interpolation import lerp, slerp
 from facegen.latent.traversal import active_dimensions, dimension_activity, traversal_latents
-from facegen.models.base import EDIT, ENCODE, LIKELIHOOD, RECONSTRUCT, TRAVERSE
-from facegen.reporting.grids import save_grid, save_labelled_rows
+from facegen.models.base import ADVERSARIAL, EDIT, ENCODE, LIKELIHOOD, QUANTIZE, RECONSTRUCT, TRAVERSE
+from facegen.models.vqvae import split_codes
+from facegen.reporting.grids import save_grid, save_labelled_rows, save_strip
+from facegen.reporting.plots import plot_code_usage, plot_diversity
 from facegen.runtime import eval_mode
 from facegen.training.loop import evaluate_losses
 
 Analysis = Callable[[EvalContext], dict[str, float]]
+DIVERSITY_SAMPLES = 500  # images per side in the diversity analysis (pairwise distances: O(n^2))
 
 
 def _batched(ctx: EvalContext, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -192,6 +198,83 @@ def attribute_edits(ctx: EvalContext) -> dict[str, float]:
                        setup.strength)
 
 
+def codebook_usage(ctx: EvalContext) -> dict[str, float]:
+    """Test-split code usage of a quantised family (perplexity, codes used) and its histogram."""
+    num_codes = ctx.model.cfg.num_embeddings
+    counts, stats = usage_stats(split_codes(ctx.model, ctx.test, ctx.rt, ctx.cfg.batch_size), num_codes)
+    plot_code_usage(counts, ctx.out_dir / "codebook_usage.png",
+                    f"{ctx.family} test code usage: {stats['codes_used']:.0f}/{num_codes} codes, "
+                    f"perplexity {stats['perplexity']:.1f}")
+    return stats
+
+
+def conditional_samples(ctx: EvalContext) -> dict[str, float]:
+    """A row with every attribute off, then one row per attribute switched on alone, for families
+    whose ``sample`` conditions on attributes; every row draws from the same generator state.
+
+    Sharing the noise couples the draws, so a column changes where the attribute changes the
+    model's conditionals and stays alike elsewhere. Speed goes to ``ctx.timings`` (MLflow only).
+    """
+    names, cols = ctx.model.sample_attributes, ctx.cfg.grid_size
+    if not names:
+        return {}
+    rows, seconds = [], 0.0
+    with eval_mode(ctx.model), ctx.rt.autocast():
+        for on in [None, *range(len(names))]:
+            attrs = torch.zeros(cols, len(names))
+            if on is not None:
+                attrs[:, on] = 1
+            t0 = time.perf_counter()
+            rows.append(ctx.model.sample(cols, ctx.generator(11), attrs).float())
+            seconds += time.perf_counter() - t0
+    save_labelled_rows(rows, ctx.out_dir / "conditional_samples.png",
+                       row_labels=["all off", *(f"{n} on" for n in names)],
+                       title=f"{ctx.family}: samples with one attribute on (same noise per column)")
+    ctx.timings["conditional_samples_per_s"] = cols * len(rows) / seconds
+    return {}
+
+
+def sample_diversity(ctx: EvalContext) -> dict[str, float]:
+    """Mode-collapse check (diversity.png) and where the adversarial game ended (mean D(x), D(G(z)))."""
+    n = min(ctx.cfg.num_samples, DIVERSITY_SAMPLES, len(ctx.test))
+    real, rng = ctx.test_images(n), ctx.generator(1)
+    with eval_mode(ctx.model):
+        fake = torch.cat([ctx.model.sample(len(idx), rng) for idx in torch.arange(n).split(ctx.cfg.batch_size)])
+        metrics = {"d_real_test": float(ctx.model.critic(real).mean()),
+                   "d_fake_samples": float(ctx.model.critic(fake).mean())}
+        spaces = {"pixels": (real.flatten(1), fake.flatten(1))}
+        if ctx.classifier is not None:
+            spaces["classifier features"] = (ctx.classifier.features(real), ctx.classifier.features(fake))
+        dists = {name: (pairwise_distances(r), pairwise_distances(f)) for name, (r, f) in spaces.items()}
+    for name, (r, f) in dists.items():
+        key = "sample_diversity_ratio" if name == "pixels" else "sample_diversity_ratio_features"
+        metrics[key] = float(f.mean() / r.mean())
+    plot_diversity(dists, ctx.out_dir / "diversity.png", ctx.family)
+    ctx.notes.append(f"{ctx.family} sample diversity: mean pairwise pixel distance of samples is "
+                     f"{metrics['sample_diversity_ratio']:.2f}x that of real test images (about 1 "
+                     "when samples vary as much as real faces; well below 1 flags mode collapse, "
+                     "or samples that are blurred or low in contrast).")
+    return metrics
+
+
+def side_by_side_rows(ctx: EvalContext) -> dict[str, float]:
+    """This family's rows of the report's side-by-side figures: the first ``grid_size`` test faces
+    reconstructed (with the originals), and ``grid_size`` samples from the report's seed.
+
+    Written here, where the model is loaded, so the report only assembles files; ``rows.json`` says
+    how the reconstructions were made, so a row from latent optimisation is labelled "(inversion)".
+    """
+    n = ctx.cfg.grid_size
+    with eval_mode(ctx.model), ctx.rt.autocast():
+        if RECONSTRUCT in ctx.model.capabilities:
+            x = ctx.test_images(n)
+            save_strip(x.float(), ctx.out_dir / artifacts.ROW_ORIGINALS)
+            save_strip(ctx.model.reconstruct(x).float(), ctx.out_dir / artifacts.ROW_RECONSTRUCTIONS)
+            artifacts.write_json({"reconstruction": ctx.model.reconstruction_method}, ctx.out_dir / artifacts.ROW_LABELS)
+        save_strip(ctx.model.sample(n, ctx.generator(0)).float(), ctx.out_dir / artifacts.ROW_SAMPLES)
+    return {}
+
+
 def _identity_runs(ctx: EvalContext) -> bool:
     """Whether identity metrics apply to this data; else notes why (once for both analyses)."""
     reason = identity_unavailable(ctx.data_source)
@@ -301,4 +384,8 @@ ANALYSES: list[tuple[str | None, Analysis]] = [
     (TRAVERSE, disentanglement),
     (None, test_losses),
     (LIKELIHOOD, likelihood),
+    (QUANTIZE, codebook_usage),
+    (None, conditional_samples),
+    (ADVERSARIAL, sample_diversity),
+    (None, side_by_side_rows),
 ]

@@ -51,7 +51,7 @@ def face_detector() -> Any:
     the CLI's cache folder (keyed by dlib's version) and later processes load that.
     """
     dlib = _dlib()
-    from facegen.paths import cache_dir
+    from facegen.artifacts import cache_dir
 
     file = cache_dir() / "dlib" / f"frontal_face_detector-{dlib.__version__}.svm"
     if file.is_file():

@@ -7,15 +7,10 @@ instead of faking methods it lacks; evaluation skips what is not declared and sa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from facegen.evaluation.context import EvalContext
 
 # Capability names, checked by evaluation / CLI before calling the matching method.
 ENCODE = "encode"            # encode(x) -> latent code usable by decode (means for VAEs)
@@ -23,14 +18,8 @@ RECONSTRUCT = "reconstruct"  # reconstruct(x) -> images
 EDIT = "edit"                # latent arithmetic (attribute vectors, interpolation) is meaningful
 TRAVERSE = "traverse"        # per-dimension latent traversals are meaningful (continuous factorised z)
 LIKELIHOOD = "likelihood"    # nll_bits_per_dim(x, k) is defined
-
-
-@dataclass
-class Batch:
-    """A training batch: images in [0, 1] (N, 3, H, W) and binary attributes (N, A) as float."""
-
-    images: torch.Tensor
-    attrs: torch.Tensor
+QUANTIZE = "quantize"        # codes(x) -> (N, h, w) discrete code maps over cfg.num_embeddings codes
+ADVERSARIAL = "adversarial"  # critic(x) -> (N,) the discriminator's P(real) for images in [0, 1]
 
 
 class SingleLossTraining:
@@ -123,9 +112,3 @@ class GenerativeModel(nn.Module, ABC):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    def load_companions(self, models_root: Path) -> None:
-        """Load models trained by later stages that this family needs to sample (VQ-VAE's prior)."""
-
-    def family_analyses(self, ctx: EvalContext) -> dict[str, float]:
-        """Family-specific figures and metrics (codebook usage, GAN diversity...); default none."""
-        return {}

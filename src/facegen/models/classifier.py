@@ -18,18 +18,16 @@ whether the CPU picked bf16, which keeps the CI metric gate's tolerances tight.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facegen.config import ClassifierConfig, from_dict, to_dict
-from facegen.models.base import Batch, SingleLossTraining
-from facegen.training.checkpoint import atomic_save, load_checkpoint, load_weights
+from facegen.config import ClassifierConfig
+from facegen.data.dataset import Batch
+from facegen.models.base import SingleLossTraining
 
-CLASSIFIER_FORMAT = "facegen-classifier/1"
 STAGES = 4  # stride-2 conv stages: 64 px -> 4 px
 INFERENCE_CHUNK = 256  # images per forward in predict_proba/features: bounds memory for large batches
 
@@ -80,17 +78,3 @@ class AttributeClassifier(SingleLossTraining, nn.Module):
         loss = F.binary_cross_entropy_with_logits(logits, batch.attrs)
         acc = ((logits > 0).float() == batch.attrs).float().mean()
         return {"loss": loss, "acc": acc}
-
-
-def save_classifier(model: AttributeClassifier, path: Path) -> None:
-    atomic_save({"format": CLASSIFIER_FORMAT, "attributes": list(model.attributes), "image_size": model.image_size,
-                 "config": to_dict(model.cfg), "state_dict": model.state_dict()}, path)
-
-
-def load_classifier(path: Path, device: str | torch.device = "cpu") -> AttributeClassifier:
-    """The trained classifier in eval mode, frozen (it is an instrument, never trained further)."""
-    ckpt = load_checkpoint(path, CLASSIFIER_FORMAT, "an attribute classifier", device)
-    cfg = from_dict(ClassifierConfig, ckpt["config"], f"{path}:config")
-    model = AttributeClassifier(ckpt["attributes"], cfg, ckpt["image_size"])
-    load_weights(model, ckpt["state_dict"], path)
-    return model.to(device).eval().requires_grad_(False)

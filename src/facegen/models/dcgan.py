@@ -46,8 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,17 +54,14 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from facegen.config import DCGANConfig
+from facegen.data.dataset import Batch
 from facegen.latent.inversion import invert
-from facegen.models.base import EDIT, ENCODE, RECONSTRUCT, Batch, GenerativeModel
+from facegen.models.base import ADVERSARIAL, EDIT, ENCODE, RECONSTRUCT, GenerativeModel
 from facegen.runtime import eval_mode
-
-if TYPE_CHECKING:
-    from facegen.evaluation.context import EvalContext
 
 FIXED_NOISE = 64        # images in the per-epoch fixed-noise grid
 CALIBRATION_BATCHES = 16  # batches of prior z used to re-estimate the EMA G's BatchNorm statistics
 INVERSION_SEED = 0      # encode(x) must be a deterministic function of x: fixed restart draws
-DIVERSITY_SAMPLES = 500  # images per side in the diversity analysis (pairwise distances: O(n^2))
 
 
 def _num_stride2(image_size: int) -> int:
@@ -121,7 +117,7 @@ def discriminator_net(ndf: int, image_size: int, use_spectral_norm: bool) -> nn.
 
 
 class DCGAN(GenerativeModel):
-    capabilities: ClassVar[frozenset[str]] = frozenset({ENCODE, RECONSTRUCT, EDIT})
+    capabilities: ClassVar[frozenset[str]] = frozenset({ENCODE, RECONSTRUCT, EDIT, ADVERSARIAL})
     edit_directions: ClassVar[str] = "classifier_boundary"
     reconstruction_method: ClassVar[str] = "inversion"
 
@@ -162,6 +158,10 @@ class DCGAN(GenerativeModel):
 
     def sample(self, n: int, generator: torch.Generator, attrs: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(self.latent_prior(n, generator))
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        """The discriminator's P(real) (N,) for images in [0, 1]: where the adversarial game ended."""
+        return torch.sigmoid(self.d(x * 2 - 1)).flatten()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """GAN inversion: the z whose decoding best matches ``x`` in pixel MSE (not an encoder)."""
@@ -239,50 +239,3 @@ class DCGAN(GenerativeModel):
         self.calibrate_batchnorm()
         with eval_mode(self):
             return {"fixed_noise": self.decode(self.fixed_noise)}
-
-    # -- analyses -------------------------------------------------------------------------------
-    def family_analyses(self, ctx: EvalContext) -> dict[str, float]:
-        """Mode-collapse check (diversity.png) and where the adversarial game ended (D(x), D(G(z)))."""
-        n = min(ctx.cfg.num_samples, DIVERSITY_SAMPLES, len(ctx.test))
-        real, rng = ctx.test_images(n), ctx.generator(1)
-        with eval_mode(self):
-            fake = torch.cat([self.sample(len(idx), rng) for idx in torch.arange(n).split(ctx.cfg.batch_size)])
-            d_real = torch.sigmoid(self.d(real * 2 - 1)).mean()
-            d_fake = torch.sigmoid(self.d(fake * 2 - 1)).mean()
-            spaces = {"pixels": (real.flatten(1), fake.flatten(1))}
-            if ctx.classifier is not None:
-                spaces["classifier features"] = (ctx.classifier.features(real), ctx.classifier.features(fake))
-            dists = {name: (_pairwise(r), _pairwise(f)) for name, (r, f) in spaces.items()}
-        metrics = {"d_real_test": float(d_real), "d_fake_samples": float(d_fake)}
-        for name, (r, f) in dists.items():
-            key = "sample_diversity_ratio" if name == "pixels" else "sample_diversity_ratio_features"
-            metrics[key] = float(f.mean() / r.mean())
-        _plot_diversity(dists, ctx.out_dir / "diversity.png")
-        ctx.notes.append(f"DCGAN sample diversity: mean pairwise pixel distance of samples is "
-                         f"{metrics['sample_diversity_ratio']:.2f}x that of real test images (about 1 "
-                         "when samples vary as much as real faces; well below 1 flags mode collapse, "
-                         "or samples that are blurred or low in contrast).")
-        return metrics
-
-
-def _pairwise(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances between all distinct pairs of rows (upper triangle), on the CPU."""
-    x = x.float().cpu()
-    i, j = torch.triu_indices(len(x), len(x), offset=1)
-    return torch.cdist(x, x)[i, j]
-
-
-def _plot_diversity(dists: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path) -> None:
-    from facegen.reporting.grids import plt, save_figure  # headless pyplot, imported only when evaluating
-
-    fig, axes = plt.subplots(1, len(dists), figsize=(5 * len(dists), 3.6), squeeze=False)
-    for ax, (name, (r, f)) in zip(axes[0], dists.items()):
-        bins = torch.linspace(0, float(torch.cat([r, f]).max()), 60).numpy()
-        ax.hist(r.numpy(), bins=bins, alpha=0.55, density=True, label="real test pairs")
-        ax.hist(f.numpy(), bins=bins, alpha=0.55, density=True, label="sample pairs")
-        ax.set_title(f"{name}: samples/real mean distance = {float(f.mean() / r.mean()):.2f}", fontsize=9)
-        ax.set_xlabel("pairwise Euclidean distance")
-        ax.legend(fontsize=8)
-    fig.suptitle("DCGAN sample diversity: sample pairs closer than real pairs (histogram shifted left) "
-                 "flag mode collapse or washed-out samples", fontsize=9)
-    save_figure(fig, path, dpi=90)

@@ -16,13 +16,10 @@ Loss is the notebook's: mean pixel MSE + the quantiser's codebook/commitment ter
 The latent space for edits and interpolation is the *continuous* pre-quantisation map z_e
 (``encode``); ``decode`` quantises before decoding, so every decoded image is made of codebook
 vectors like the training reconstructions. ``sample`` draws code maps from the autoregressive prior
-that ``fit_prior`` trains on this model's codes; ``load_companions`` attaches it.
+that ``fit_prior`` trains on this model's codes; ``models.checkpoint.load_trained`` attaches it.
 """
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -30,18 +27,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegen.config import VQVAEConfig
+from facegen.data.dataset import Batch
 from facegen.errors import FacegenError
-from facegen.models.base import EDIT, ENCODE, RECONSTRUCT, Batch, GenerativeModel, SingleLossTraining
+from facegen.models.base import EDIT, ENCODE, QUANTIZE, RECONSTRUCT, GenerativeModel, SingleLossTraining
 from facegen.models.pixelcnn import PixelCNNPrior
 from facegen.models.quantize import VectorQuantizer
 from facegen.runtime import eval_mode
 
 if TYPE_CHECKING:
     from facegen.data.dataset import FaceSplit
-    from facegen.evaluation.context import EvalContext
     from facegen.runtime import Runtime
-
-PRIOR_DIR = "pixelcnn"  # models/<PRIOR_DIR>/{model.pt,metrics.json}, written by fit_prior
 
 
 class ResidualStack(nn.Module):
@@ -60,7 +55,7 @@ class ResidualStack(nn.Module):
 
 
 class VQVAE(SingleLossTraining, GenerativeModel):
-    capabilities: ClassVar[frozenset[str]] = frozenset({ENCODE, RECONSTRUCT, EDIT})
+    capabilities: ClassVar[frozenset[str]] = frozenset({ENCODE, RECONSTRUCT, EDIT, QUANTIZE})
 
     def __init__(self, family: str, cfg: VQVAEConfig, image_size: int) -> None:
         super().__init__(family, cfg, image_size)
@@ -82,7 +77,6 @@ class VQVAE(SingleLossTraining, GenerativeModel):
             nn.ConvTranspose2d(h // 2, 3, 4, 2, 1), nn.Sigmoid())
         # Companions are kept out of the module tree: the VQ-VAE checkpoint stays the VQ-VAE's alone.
         self._companions: dict[str, PixelCNNPrior] = {}
-        self._prior_metrics: dict[str, float] = {}
 
     # -- latent space ---------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,12 +94,20 @@ class VQVAE(SingleLossTraining, GenerativeModel):
     def decode_codes(self, indices: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.quantizer.lookup(indices).to(self.decoder[0].weight.dtype))
 
+    def importance_samples(self, x: torch.Tensor, k: int,
+                           generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The likelihood draws of evaluation.likelihood: q(c|x) is a point mass on the encoder's
+        codes, so one draw is exact and the list has one whatever k: the decoder mean given the
+        quantised codes (N, 3, H, W) float32, and log P(codes) under the prior with attributes
+        marginalised out, in nats (N,) (log q = 0), as in van den Oord et al. 2017, sec. 4.2."""
+        codes = self.codes(x)
+        return [(self.decode_codes(codes).float(), -self.prior.marginal_nll_nats(codes).float())]
+
     # -- prior ----------------------------------------------------------------------------------
     @property
     def prior(self) -> PixelCNNPrior:
         if "prior" not in self._companions:
-            raise FacegenError(f"{self.family} has no fitted prior to sample from: run `dvc repro fit_prior` "
-                               f"(it writes models/{PRIOR_DIR}/model.pt)")
+            raise FacegenError(f"{self.family} has no fitted prior to sample from: run `dvc repro fit_prior`")
         return self._companions["prior"]
 
     def attach_prior(self, prior: PixelCNNPrior) -> None:
@@ -120,15 +122,6 @@ class VQVAE(SingleLossTraining, GenerativeModel):
         """The conditional prior's attributes (what ``sample(..., attrs)`` uses); () without a prior."""
         return tuple(self._companions["prior"].attr_names) if "prior" in self._companions else ()
 
-    def load_companions(self, models_root: Path) -> None:
-        from facegen.training.prior import load_prior  # training imports models: import at call time
-
-        directory = models_root / PRIOR_DIR
-        if (directory / "model.pt").is_file():
-            self.attach_prior(load_prior(directory / "model.pt", self.decoder[0].weight.device))
-        if (directory / "metrics.json").is_file():
-            self._prior_metrics = json.loads((directory / "metrics.json").read_text())
-
     def sample(self, n: int, generator: torch.Generator, attrs: torch.Tensor | None = None) -> torch.Tensor:
         """Codes from the prior (conditioned on ``attrs`` if it is conditional), decoded."""
         with torch.inference_mode():
@@ -142,71 +135,10 @@ class VQVAE(SingleLossTraining, GenerativeModel):
         return {"loss": recon + vq.loss, "recon_mse": recon, "commitment": vq.commitment,
                 "perplexity": vq.perplexity, "codes_used_frac": vq.used_frac}
 
-    # -- evaluation -----------------------------------------------------------------------------
-    def family_analyses(self, ctx: EvalContext) -> dict[str, float]:
-        """Codebook usage on the test split, the prior's test NLL, and attribute-conditioned samples."""
-        counts, stats = usage_stats(split_codes(self, ctx.test, ctx.rt, ctx.cfg.batch_size), self.cfg.num_embeddings)
-        plot_code_usage(counts, ctx.out_dir / "codebook_usage.png",
-                        f"{self.family} test code usage: {stats['codes_used']:.0f}/{self.cfg.num_embeddings} codes, "
-                        f"perplexity {stats['perplexity']:.1f}")
-        metrics = {**stats, **{f"prior_{k}": float(v) for k, v in self._prior_metrics.items()}}
-        if "prior" not in self._companions:
-            ctx.notes.append("No fitted prior: VQ-VAE conditional samples skipped.")
-        elif not self.prior.attr_names:
-            ctx.notes.append("The prior is unconditional (prior.conditional: false): no conditional samples.")
-        else:
-            metrics.update(self._conditional_samples(ctx))
-        return metrics
 
-    def _conditional_samples(self, ctx: EvalContext) -> dict[str, float]:
-        """A row with every attribute off, then one row per attribute switched on alone; every row
-        uses the same uniforms, column by column.
-
-        Sharing the uniforms couples the draws, so a column changes where the attribute changes the
-        prior's conditionals and stays alike elsewhere."""
-        from facegen.reporting.grids import save_labelled_rows
-
-        names, cols = self.prior.attr_names, ctx.cfg.grid_size
-        uniforms = torch.rand(cols, *self.prior.grid, generator=ctx.generator(11)).repeat(len(names) + 1, 1, 1)
-        attrs = torch.cat([torch.zeros(1, len(names)), torch.eye(len(names))]).repeat_interleave(cols, 0)
-        with torch.inference_mode(), ctx.rt.autocast():
-            t0 = time.perf_counter()
-            codes = self.prior.sample_from(uniforms, attrs)
-            seconds = time.perf_counter() - t0
-            images = self.decode_codes(codes).float()
-        save_labelled_rows(list(images.split(cols)), ctx.out_dir / "conditional_samples.png",
-                           row_labels=["all off", *(f"{n} on" for n in names)],
-                           title=f"{self.family}: prior samples with one attribute on (same noise per column)")
-        ctx.timings["prior_samples_per_s"] = len(codes) / seconds  # MLflow only: not a DVC metric
-        return {}
-
-
-# -- code statistics (extract_codes and evaluation) ------------------------------------------------
+# -- a whole split's codes (extract_codes and evaluation) ----------------------------------------
 def split_codes(model: VQVAE, split: FaceSplit, rt: Runtime, batch_size: int) -> torch.Tensor:
     """(N, H/4, W/4) code indices of a whole split, on the CPU."""
     with eval_mode(model), rt.autocast():
         return torch.cat([model.codes(b.images).cpu()
                           for b in split.batches(batch_size, rt.device, channels_last=rt.channels_last)])
-
-
-def usage_stats(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """Per-code counts, perplexity (exp entropy of code frequencies) and how many codes occur."""
-    counts = torch.bincount(codes.flatten().long(), minlength=num_codes).double()
-    p = counts[counts > 0] / counts.sum()
-    used = int((counts > 0).sum())
-    return counts, {"perplexity": float(torch.exp(-(p * p.log()).sum())), "codes_used": float(used),
-                    "codes_used_frac": used / num_codes}
-
-
-def plot_code_usage(counts: torch.Tensor, path: Path, title: str) -> Path:
-    """Code frequencies sorted from most to least used (log scale): collapse shows as a cliff."""
-    from facegen.reporting.grids import plt, save_figure  # matplotlib only where a figure is drawn
-
-    freq = (counts / counts.sum()).sort(descending=True).values
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.bar(range(len(freq)), freq.where(freq > 0, float("nan")).numpy(), width=1.0)
-    ax.set_yscale("log")
-    ax.set_xlabel("code rank")
-    ax.set_ylabel("frequency")
-    ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)

@@ -1,57 +1,36 @@
 """The ``evaluate@<family>`` stage: figures under reports/<family>/ and metrics/<family>.json.
 
-Runs every analysis whose capability the family declares (see analyses.ANALYSES), then the
-family's own ``family_analyses``; records which were skipped so the report can say so.
+Runs every analysis whose capability the family declares (see ``evaluation.analyses.ANALYSES``)
+and records which were skipped, so the report can say so.
 """
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import time
-from pathlib import Path
 
-import torch
-
-from facegen import paths
+from facegen import artifacts
 from facegen.config import Params, params_hash, to_dict
 from facegen.data.dataset import load_split
 from facegen.evaluation.analyses import ANALYSES
 from facegen.evaluation.context import EvalContext
+from facegen.models.checkpoint import load_attribute_classifier, load_trained
 from facegen.reporting.plots import plot_training_curves
 from facegen.runtime import seed_everything, setup_runtime
 from facegen.tracking import start_run
-from facegen.training.checkpoint import load_model
 
 log = logging.getLogger(__name__)
-CLASSIFIER_FILE = paths.MODELS / "classifier" / "model.pt"
-
-
-def write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
-def load_classifier(device: torch.device):  # noqa: ANN201 - returns AttributeClassifier or None
-    if not CLASSIFIER_FILE.is_file():
-        return None
-    from facegen.models.classifier import load_classifier as load
-
-    return load(CLASSIFIER_FILE, device)
 
 
 def evaluate_family(params: Params, family: str) -> dict[str, float]:
     rt = setup_runtime(params.runtime)
     seed_everything(params.seed)
-    model = load_model(paths.model_file(family), rt.device)
-    model.load_companions(paths.MODELS)
+    model = load_trained(family, rt.device)
     attrs = params.data.attributes
-    ctx = EvalContext(model=model, family=family, train=load_split(paths.PREPARED, "train", attrs),
-                      test=load_split(paths.PREPARED, "test", attrs), cfg=params.evaluate, rt=rt,
-                      seed=params.seed, out_dir=paths.report_dir(family), classifier=load_classifier(rt.device),
-                      data_source=params.data.source)
+    ctx = EvalContext(model=model, family=family, train=load_split(artifacts.PREPARED, "train", attrs),
+                      test=load_split(artifacts.PREPARED, "test", attrs), cfg=params.evaluate, rt=rt,
+                      seed=params.seed, out_dir=artifacts.report_dir(family),
+                      classifier=load_attribute_classifier(rt.device), data_source=params.data.source)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {"num_parameters": float(sum(p.numel() for p in model.parameters()))}
     digest = params_hash(params.seed, params.evaluate, model.cfg)
@@ -67,15 +46,14 @@ def evaluate_family(params: Params, family: str) -> dict[str, float]:
                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             else:
                 ctx.notes.append(f"{analysis.__name__} skipped: {family} declares no '{capability}' capability.")
-        metrics.update(model.family_analyses(ctx))
-        if paths.train_log(family).is_file():
-            plot_training_curves(paths.train_log(family), ctx.out_dir / "training_curves.png", f"{family} training")
-        write_json(ctx.notes, ctx.out_dir / "notes.json")
-        write_json(metrics, paths.metrics_file(family))
+        if artifacts.train_log(family).is_file():
+            plot_training_curves(artifacts.train_log(family), ctx.out_dir / "training_curves.png", f"{family} training")
+        artifacts.write_json(ctx.notes, artifacts.notes_file(family))
+        artifacts.write_json(metrics, artifacts.metrics_file(family))
         tracker.log_metrics(metrics)
         tracker.log_metrics(ctx.timings)
         if ctx.timings:
             log.info("%s: %s", family, ", ".join(f"{k} {v:.1f}" for k, v in ctx.timings.items()))
         tracker.log_artifacts(ctx.out_dir, "reports")
-        tracker.log_artifact(paths.metrics_file(family))
+        tracker.log_artifact(artifacts.metrics_file(family))
     return metrics

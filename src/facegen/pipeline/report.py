@@ -6,7 +6,8 @@ the rest still render). Outputs:
 
 * ``reports/index.html``: self-contained (every image embedded as base64), opens from disk;
 * ``reports/report.md``: the same content, images linked relative to ``reports/``;
-* ``reports/comparison_reconstructions.png`` / ``comparison_samples.png`` (comparison_grids.py);
+* ``reports/comparison_reconstructions.png`` / ``comparison_samples.png``: the rows each evaluate
+  stage wrote, stacked and labelled (the report loads no model);
 * ``metrics/summary.json``: every family's metrics, the best family per metric, what was missing.
 """
 from __future__ import annotations
@@ -18,23 +19,17 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facegen import paths
+from facegen import artifacts
 from facegen.config import Params, params_hash
-from facegen.data.dataset import load_split
 from facegen.errors import FacegenError
-from facegen.evaluation.evaluate import write_json
+from facegen.evaluation.comparison import Row, analysis, comparison_rows, fmt, wins
 from facegen.evaluation.metric_specs import MetricSpecs, load_specs
 from facegen.evaluation.noise import NOISE_FILE, load_noise
-from facegen.reporting.compare import Row, analysis, comparison_rows, fmt, wins
-from facegen.reporting.comparison_grids import comparison_grids
+from facegen.reporting.grids import load_strip, save_labelled_rows
 from facegen.reporting.sweep import SWEEPS, load_sweeps, plot_sweep
-from facegen.runtime import seed_everything, setup_runtime
 from facegen.tracking import start_run
 
-INDEX = paths.REPORTS / "index.html"
-MARKDOWN = paths.REPORTS / "report.md"
-SUMMARY = paths.METRICS / "summary.json"
-CLASSIFIER_METRICS = paths.METRICS / "classifier.json"
+INDEX, MARKDOWN, SUMMARY = artifacts.INDEX, artifacts.MARKDOWN, artifacts.SUMMARY
 # Per-family figures in reading order (glob patterns); any other PNG follows alphabetically.
 FIGURE_ORDER = ("reconstructions.png", "samples.png", "interpolation.png", "attribute_*.png", "traversal.png",
                 "training_curves.png")
@@ -62,7 +57,7 @@ class Report:
 
 
 def _figures(directory: Path) -> list[Path]:
-    found = sorted(directory.glob("*.png")) if directory.is_dir() else []
+    found = sorted(p for p in directory.glob("*.png") if not p.name.startswith("row_")) if directory.is_dir() else []
     ordered: list[Path] = []
     for pattern in FIGURE_ORDER:
         ordered += [p for p in found if p.match(pattern) and p not in ordered]
@@ -77,12 +72,12 @@ def collect(families: list[str]) -> tuple[list[FamilyResult], list[str]]:
     """Results of the families that were evaluated, and the names of those that were not."""
     present, missing = [], []
     for family in families:
-        if not paths.metrics_file(family).is_file():
+        if not artifacts.metrics_file(family).is_file():
             missing.append(family)
             continue
-        out_dir = paths.report_dir(family)
-        present.append(FamilyResult(family, _read_json(paths.metrics_file(family), {}),
-                                    _read_json(out_dir / "notes.json", []), _figures(out_dir)))
+        out_dir = artifacts.report_dir(family)
+        present.append(FamilyResult(family, _read_json(artifacts.metrics_file(family), {}),
+                                    _read_json(artifacts.notes_file(family), []), _figures(out_dir)))
     return present, missing
 
 
@@ -90,11 +85,43 @@ def build(families: list[str], specs: MetricSpecs, comparison: dict[str, Path], 
     present, missing = collect(families)
     metrics = {r.family: r.metrics for r in present}
     sweeps = [p for s in load_sweeps(SWEEPS)
-              if (p := plot_sweep(s, paths.REPORTS / f"sweep_{s['family']}.png")) is not None]
+              if (p := plot_sweep(s, artifacts.REPORTS / f"sweep_{s['family']}.png")) is not None]
     noise = load_noise(NOISE_FILE)
     rows = comparison_rows(metrics, specs, noise)
-    return Report(present, missing, rows, analysis(metrics, specs, noise), _read_json(CLASSIFIER_METRICS, {}),
+    return Report(present, missing, rows, analysis(metrics, specs, noise), _read_json(artifacts.CLASSIFIER_METRICS, {}),
                   comparison, sweeps, notes, tally=wins(rows, [r.family for r in present], specs))
+
+
+def comparison_figures(families: list[str], notes: list[str]) -> dict[str, Path]:
+    """Stack the rows evaluate@<family> wrote into the two side-by-side figures; returns their artifacts.
+
+    Every family's reconstruction row shows the same first test faces, so the originals row is taken
+    from the first family that has one.
+    """
+    recon_rows, recon_labels, sample_rows, sample_labels = [], [], [], []
+    for family in families:
+        out_dir = artifacts.report_dir(family)
+        if (out_dir / artifacts.ROW_RECONSTRUCTIONS).is_file():
+            if not recon_rows:
+                recon_rows, recon_labels = [load_strip(out_dir / artifacts.ROW_ORIGINALS)], ["original"]
+            method = _read_json(out_dir / artifacts.ROW_LABELS, {}).get("reconstruction", "encoder")
+            recon_rows.append(load_strip(out_dir / artifacts.ROW_RECONSTRUCTIONS))
+            recon_labels.append(family if method == "encoder" else f"{family}\n({method})")
+        else:
+            notes.append(f"{family}: no reconstructions in the comparison figure (declares no 'reconstruct' "
+                         "capability, or evaluate ran before this report existed).")
+        if (out_dir / artifacts.ROW_SAMPLES).is_file():
+            sample_rows.append(load_strip(out_dir / artifacts.ROW_SAMPLES))
+            sample_labels.append(family)
+    out = {}
+    if recon_rows:
+        out["reconstructions"] = save_labelled_rows(
+            recon_rows, artifacts.COMPARISON_RECONSTRUCTIONS, row_labels=recon_labels,
+            title="The same test faces: original (top) and each family's reconstruction")
+    if sample_rows:
+        out["samples"] = save_labelled_rows(sample_rows, artifacts.COMPARISON_SAMPLES, row_labels=sample_labels,
+                                            title="Random samples of each family (same seed)")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,15 +161,15 @@ def render_markdown(report: Report) -> str:
             cells.append(f"**{text}** ★" if best else text)
         out.append(f"| {row.label} | " + " | ".join(cells) + " |")
     out += ["", "## Side by side", ""]
-    out += [f"![{name}]({p.relative_to(paths.REPORTS).as_posix()})" for name, p in report.comparison.items()]
+    out += [f"![{name}]({p.relative_to(artifacts.REPORTS).as_posix()})" for name, p in report.comparison.items()]
     for sweep in report.sweeps:
-        out += ["", "## Parameter sweep", "", f"![sweep]({sweep.relative_to(paths.REPORTS).as_posix()})"]
+        out += ["", "## Parameter sweep", "", f"![sweep]({sweep.relative_to(artifacts.REPORTS).as_posix()})"]
     if report.notes:
         out += ["", "## Notes", "", *(f"- {n}" for n in report.notes)]
     for r in report.families:
         out += ["", f"## {r.family}", ""]
         out += [f"- {n}" for n in r.notes]
-        out += [f"![{p.stem}]({p.relative_to(paths.REPORTS).as_posix()})" for p in r.figures]
+        out += [f"![{p.stem}]({p.relative_to(artifacts.REPORTS).as_posix()})" for p in r.figures]
     return "\n".join(out) + "\n"
 
 
@@ -211,31 +238,26 @@ def summary(report: Report) -> dict:
 
 def write_report(report: Report) -> dict:
     """Write index.html, report.md and metrics/summary.json; return the summary."""
-    paths.REPORTS.mkdir(parents=True, exist_ok=True)
-    for path, text in ((INDEX, render_html(report)), (MARKDOWN, render_markdown(report))):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    artifacts.REPORTS.mkdir(parents=True, exist_ok=True)
+    artifacts.write_text(INDEX, render_html(report))
+    artifacts.write_text(MARKDOWN, render_markdown(report))
     outcome = summary(report)
-    write_json(outcome, SUMMARY)
+    artifacts.write_json(outcome, SUMMARY)
     return outcome
 
 
 def report_stage(params: Params) -> Report:
     """Load what the evaluate stages wrote, draw the comparison figures, render everything."""
     families = list(params.models)
-    evaluated = [f for f in families if paths.metrics_file(f).is_file()]
+    evaluated = [f for f in families if artifacts.metrics_file(f).is_file()]
     if not evaluated:
         raise FacegenError(f"no evaluated family (none of {', '.join(f'metrics/{f}.json' for f in families)} "
                            "exists): run `dvc repro` first")
-    rt = setup_runtime(params.runtime)
-    seed_everything(params.seed)
     notes: list[str] = []
     logged = {"seed": params.seed, "families": families, "evaluated": evaluated}
     with start_run("report", "all", logged, params_hash(params.seed, params.evaluate),
                    params.tracking.experiment) as tracker:
-        test = load_split(paths.PREPARED, "test", params.data.attributes)
-        comparison = comparison_grids(evaluated, test, rt, params.seed, params.evaluate.grid_size, notes)
+        comparison = comparison_figures(evaluated, notes)
         report = build(families, load_specs(), comparison, notes)
         outcome = write_report(report)
         # The comparison is browsable in the UI too: wins per family as metrics, the pages as artifacts.

@@ -6,21 +6,17 @@ report can say how far its judgements of edits and samples can be trusted.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 
 import torch
 
-from facegen import paths
-from facegen.config import Params, params_hash, to_dict
+from facegen import artifacts
+from facegen.config import Params, to_dict
 from facegen.data.dataset import FaceSplit, load_split
-from facegen.evaluation.evaluate import CLASSIFIER_FILE, write_json
-from facegen.models.classifier import AttributeClassifier, save_classifier
-from facegen.runtime import Runtime, eval_mode, seed_everything, setup_runtime
-from facegen.tracking import start_run
-from facegen.training.loop import fit
-
-METRICS_FILE = paths.METRICS / "classifier.json"
-TRAIN_LOG = paths.METRICS / "classifier_train.csv"
+from facegen.models.checkpoint import save_classifier
+from facegen.models.classifier import AttributeClassifier
+from facegen.pipeline.stage import session
+from facegen.runtime import Runtime, eval_mode
 
 
 def attribute_accuracy(model: AttributeClassifier, split: FaceSplit, batch_size: int, rt: Runtime) -> dict[str, float]:
@@ -37,24 +33,15 @@ def attribute_accuracy(model: AttributeClassifier, split: FaceSplit, batch_size:
 
 
 def train_classifier(params: Params) -> dict[str, float]:
-    cfg = params.classifier
-    rt = setup_runtime(params.runtime)
-    generator = seed_everything(params.seed)
-    attrs = params.data.attributes
-    train, val, test = (load_split(paths.PREPARED, s, attrs) for s in ("train", "val", "test"))
-    model = rt.prepare(AttributeClassifier(attrs, cfg, params.data.image_size))
-    digest = params_hash(params.seed, params.data, cfg)
-    state_path = Path(params.runtime.state_dir) / f"train-classifier-{digest}.pt"
-    logged = {"seed": params.seed, "attributes": list(attrs), "classifier": to_dict(cfg),
-              "runtime": {"resolved_device": str(rt.device), "resolved_precision": rt.precision}}
-    with start_run("train_classifier", "classifier", logged, digest, params.tracking.experiment) as tracker:
-        fit(model, train, val, cfg.train, rt, generator, state_path=state_path, csv_path=TRAIN_LOG,
-            on_epoch=lambda epoch, row, _images: tracker.log_metrics(row, step=epoch), params_key="classifier.train")
-        metrics = attribute_accuracy(model, test, cfg.train.batch_size, rt)
-        save_classifier(model, CLASSIFIER_FILE)
-        write_json(metrics, METRICS_FILE)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(CLASSIFIER_FILE, "model")
-        tracker.log_artifact(METRICS_FILE)
-    state_path.unlink(missing_ok=True)
+    cfg, attrs = params.classifier, params.data.attributes
+    with session(params) as s:
+        train, val, test = (load_split(artifacts.PREPARED, split, attrs) for split in ("train", "val", "test"))
+        model = s.rt.prepare(AttributeClassifier(attrs, cfg, params.data.image_size))
+        logged = {"seed": params.seed, "attributes": list(attrs), "classifier": to_dict(cfg)}
+        with s.tracked("train_classifier", "classifier", logged, params.seed, params.data, cfg) as run:
+            run.fit(model, train, val, cfg.train, artifacts.CLASSIFIER_LOG, "classifier.train")
+            metrics = attribute_accuracy(model, test, cfg.train.batch_size, s.rt)
+            artifacts.write_json(metrics, artifacts.CLASSIFIER_METRICS)
+            run.tracker.log_metrics(metrics)
+            run.save(partial(save_classifier, model), artifacts.CLASSIFIER_FILE, artifacts.CLASSIFIER_METRICS)
     return metrics

@@ -40,6 +40,24 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
     return path
 
 
+def save_strip(images: torch.Tensor, path: Path) -> Path:
+    """(N, 3, H, W) in [0, 1] -> one unpadded row of N images, as a lossless 8-bit PNG."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid_array(images, nrow=len(images), padding=0)).save(path)
+    return path
+
+
+def load_strip(path: Path) -> torch.Tensor:
+    """The images of a :func:`save_strip` PNG, (N, 3, H, H) float in [0, 1] (square images)."""
+    from PIL import Image
+
+    row = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+    size = row.shape[1]
+    return torch.stack(row.split(size, dim=2))
+
+
 def save_labelled_rows(rows: Sequence[torch.Tensor], path: Path, *, row_labels: Sequence[str],
                        col_labels: Sequence[str] | None = None, title: str = "") -> Path:
     """One image row per entry of ``rows`` (each (K, 3, H, W)), labelled on the left and on top."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from facegen.reporting.grids import plt, save_figure
 
@@ -27,3 +28,30 @@ def plot_training_curves(csv_path: Path, path: Path, title: str) -> Path:
         ax.axis("off")
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_code_usage(counts: torch.Tensor, path: Path, title: str) -> Path:
+    """Code frequencies sorted from most to least used (log scale): collapse shows as a cliff."""
+    freq = (counts / counts.sum()).sort(descending=True).values
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(range(len(freq)), freq.where(freq > 0, float("nan")).numpy(), width=1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("code rank")
+    ax.set_ylabel("frequency")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_diversity(dists: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path, family: str) -> Path:
+    """Histograms of pairwise distances, real pairs vs sample pairs, one panel per feature space."""
+    fig, axes = plt.subplots(1, len(dists), figsize=(5 * len(dists), 3.6), squeeze=False)
+    for ax, (name, (r, f)) in zip(axes[0], dists.items()):
+        bins = torch.linspace(0, float(torch.cat([r, f]).max()), 60).numpy()
+        ax.hist(r.numpy(), bins=bins, alpha=0.55, density=True, label="real test pairs")
+        ax.hist(f.numpy(), bins=bins, alpha=0.55, density=True, label="sample pairs")
+        ax.set_title(f"{name}: samples/real mean distance = {float(f.mean() / r.mean()):.2f}", fontsize=9)
+        ax.set_xlabel("pairwise Euclidean distance")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{family} sample diversity: sample pairs closer than real pairs (histogram shifted left) "
+                 "flag mode collapse or washed-out samples", fontsize=9)
+    return save_figure(fig, path, dpi=90)

@@ -41,7 +41,7 @@ from facegen.distributed import Distributed
 from facegen.errors import TrainingDivergedError
 from facegen.models.base import GenerativeModel
 from facegen.runtime import Runtime, eval_mode
-from facegen.training.checkpoint import atomic_save
+from facegen.artifacts import atomic_save
 from facegen.training.state import STATE_FORMAT, code_hash, load_matching, set_aside
 
 PROGRESS_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)

@@ -22,7 +22,7 @@ from typing import Any
 
 import facegen
 from facegen.errors import CheckpointError
-from facegen.training.checkpoint import safe_load
+from facegen.models.checkpoint import safe_load
 
 STATE_FORMAT = "facegen-train-state/2"  # /2: adds "code"; /1 files are set aside like any stale state
 _PACKAGE = Path(facegen.__file__).resolve().parent

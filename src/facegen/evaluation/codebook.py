@@ -1,0 +1,19 @@
+"""Codebook usage of a quantised family: how many of its codes the data actually uses.
+
+Perplexity (exp of the entropy of code frequencies, van den Oord et al. 2017 / Razavi et al. 2019)
+is the effective number of codes; a codebook whose perplexity is far below its size has collapsed
+onto a few codes, and reconstructions then lose detail whatever the decoder.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def usage_stats(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-code counts (num_codes,) of integer ``codes`` (any shape), and ``perplexity``,
+    ``codes_used`` (codes that occur at least once) and ``codes_used_frac`` (of ``num_codes``)."""
+    counts = torch.bincount(codes.flatten().long(), minlength=num_codes).double()
+    p = counts[counts > 0] / counts.sum()
+    used = int((counts > 0).sum())
+    return counts, {"perplexity": float(torch.exp(-(p * p.log()).sum())), "codes_used": float(used),
+                    "codes_used_frac": used / num_codes}
