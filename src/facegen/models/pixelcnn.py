@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegen.config import PriorConfig
-from facegen.models.base import Batch, SingleLossTraining
+from facegen.data.dataset import Batch
+from facegen.models.base import SingleLossTraining
 
 
 def gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -257,6 +258,20 @@ class PixelCNNPrior(SingleLossTraining, nn.Module):
         """Per-image negative log-likelihood in nats, (N,)."""
         ce = F.cross_entropy(self.logits(codes, attrs).float(), codes, reduction="none")
         return ce.flatten(1).sum(1)
+
+    def marginal_nll_nats(self, codes: torch.Tensor) -> torch.Tensor:
+        """Per-image −log P(codes) in nats with the attributes marginalised out, (N,).
+
+        P(c) = Σ_a π_a P(c | a) over the training set's attribute combinations ``attr_rows`` with
+        their frequencies ``attr_probs`` (the distribution unconditioned samples draw from), as a
+        logsumexp; one forward pass per combination. An unconditional prior gives ``nll_nats(codes, None)``.
+        """
+        if not self.attr_names:
+            return self.nll_nats(codes, None)
+        n = codes.shape[0]
+        terms = [torch.log(p) - self.nll_nats(codes, row.expand(n, -1))
+                 for row, p in zip(self.attr_rows, self.attr_probs)]
+        return -torch.logsumexp(torch.stack(terms, 1), 1)
 
     # -- training surface of the shared loop ----------------------------------------------------
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:

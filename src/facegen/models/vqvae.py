@@ -30,13 +30,11 @@ from facegen.config import VQVAEConfig
 from facegen.data.dataset import Batch
 from facegen.errors import FacegenError
 from facegen.models.base import EDIT, ENCODE, QUANTIZE, RECONSTRUCT, GenerativeModel, SingleLossTraining
-from facegen.models.pixelcnn import PixelCNNPrior
 from facegen.models.quantize import VectorQuantizer
 from facegen.runtime import eval_mode
 
-if TYPE_CHECKING:
-    from facegen.data.dataset import FaceSplit
-    from facegen.runtime import Runtime
+if TYPE_CHECKING:  # the prior is attached by models.checkpoint; training a VQ-VAE never needs its code
+    from facegen.models.pixelcnn import PixelCNNPrior
 
 
 class ResidualStack(nn.Module):
@@ -94,14 +92,17 @@ class VQVAE(SingleLossTraining, GenerativeModel):
     def decode_codes(self, indices: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.quantizer.lookup(indices).to(self.decoder[0].weight.dtype))
 
-    def importance_samples(self, x: torch.Tensor, k: int,
-                           generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def importance_samples(self, x: torch.Tensor, k: int, generator: torch.Generator,
+                           with_log_ratio: bool = True) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """The likelihood draws of evaluation.likelihood: q(c|x) is a point mass on the encoder's
         codes, so one draw is exact and the list has one whatever k: the decoder mean given the
         quantised codes (N, 3, H, W) float32, and log P(codes) under the prior with attributes
-        marginalised out, in nats (N,) (log q = 0), as in van den Oord et al. 2017, sec. 4.2."""
+        marginalised out, in nats (N,) (log q = 0), as in van den Oord et al. 2017, sec. 4.2.
+        That costs one prior pass per training attribute combination: ``with_log_ratio=False``
+        skips it (None) where only the decoder mean is needed."""
         codes = self.codes(x)
-        return [(self.decode_codes(codes).float(), -self.prior.marginal_nll_nats(codes).float())]
+        log_prior = -self.prior.marginal_nll_nats(codes).float() if with_log_ratio else None
+        return [(self.decode_codes(codes).float(), log_prior)]
 
     # -- prior ----------------------------------------------------------------------------------
     @property
@@ -134,11 +135,3 @@ class VQVAE(SingleLossTraining, GenerativeModel):
         recon = F.mse_loss(self.decoder(vq.quantized).float(), x.float())
         return {"loss": recon + vq.loss, "recon_mse": recon, "commitment": vq.commitment,
                 "perplexity": vq.perplexity, "codes_used_frac": vq.used_frac}
-
-
-# -- a whole split's codes (extract_codes and evaluation) ----------------------------------------
-def split_codes(model: VQVAE, split: FaceSplit, rt: Runtime, batch_size: int) -> torch.Tensor:
-    """(N, H/4, W/4) code indices of a whole split, on the CPU."""
-    with eval_mode(model), rt.autocast():
-        return torch.cat([model.codes(b.images).cpu()
-                          for b in split.batches(batch_size, rt.device, channels_last=rt.channels_last)])
