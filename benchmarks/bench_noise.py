@@ -49,7 +49,7 @@ from facegen.runtime import BF16_CPU_FLAGS, cpu_flags
 RUNS_FILE = REPO / "benchmarks" / "results" / "noise_runs.json"
 FAMILIES = ("vae", "beta_vae", "vqvae", "dcgan")
 # dvc.yaml's stages after prepare, in an order that respects its DAG (report only reads metrics).
-STAGES = (["train_classifier.py"], *(["train.py", "--family", f] for f in FAMILIES), ["extract_codes.py"],
+STAGES = (["train_classifier.py"], ["reference.py"], *(["train.py", "--family", f] for f in FAMILIES), ["extract_codes.py"],
           ["fit_prior.py"], *(["evaluate.py", "--family", f] for f in FAMILIES))
 # What a run writes and the next run must not see (resumable state would resume the previous run).
 RUN_OUTPUTS = ("models", "metrics", "reports", "data/codes", ".facegen_state")

@@ -159,20 +159,23 @@ def test_model_from_mlflow_run(ws, tmp_path, capsys):
         "run_id": run_id, "git_commit": tracking.git_commit(), "params_hash": "abc123"}
 
 
-def test_conditional_sampling_uses_the_sampler_attributes(ws, tmp_path, monkeypatch):
-    """A sampler that declares its attributes gets the --attr values; the others follow the data."""
+class ConditionalVAE(VAE):
+    """A VAE whose sampler declares attributes and records what it is given."""
+
+    sample_attributes = ATTRS
     seen: list[torch.Tensor] = []
 
-    class ConditionalVAE(VAE):
-        sample_attributes = ATTRS
+    def sample(self, n, generator, attrs=None):
+        self.seen.append(attrs)
+        return super().sample(n, generator)
 
-        def sample(self, n, generator, attrs=None):
-            seen.append(attrs)
-            return super().sample(n, generator)
 
-    monkeypatch.setitem(FAMILIES, "vae", ConditionalVAE)
+def test_conditional_sampling_uses_the_sampler_attributes(ws, tmp_path, monkeypatch):
+    """A sampler that declares its attributes gets the --attr values; the others follow the data."""
+    monkeypatch.setitem(FAMILIES, "vae", f"{__name__}:ConditionalVAE")
+    monkeypatch.setattr(ConditionalVAE, "seen", [])
     assert run(ws, "sample", "--family", "vae", "-n", "40", "--attr", "Smiling=0", "--out", str(tmp_path / "c.png")) == 0
-    attrs = torch.cat(seen)
+    attrs = torch.cat(ConditionalVAE.seen)
     assert attrs.shape == (40, 2) and (attrs[:, 0] == 0).all()
     assert 0 < attrs[:, 1].mean() < 1  # Male drawn from the training faces, not forced
 

@@ -10,7 +10,7 @@ from facegen.config import DCGANConfig, EvaluateConfig, TrainConfig
 from facegen.errors import CheckpointError
 from facegen.evaluation.context import EvalContext
 from facegen.latent.boundaries import classifier_boundaries
-from facegen.latent.inversion import invert
+from facegen.models.inversion import invert
 from facegen.models import build
 from facegen.data.dataset import Batch
 from facegen.evaluation.analyses import sample_diversity

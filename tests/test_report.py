@@ -61,8 +61,10 @@ def test_a_gap_within_measured_noise_is_a_tie_and_wins_nothing():
 
 
 def test_wins_count_only_headline_rows():
-    rows = comparison_rows({"a": {"test_loss": 1.0, "recon_mse": 1.0}, "b": {"test_loss": 2.0, "recon_mse": 2.0}}, SPECS)
-    assert wins(rows, ["a", "b"], SPECS) == {"a": ["recon_mse"], "b": []}  # test_loss is summary: false
+    rows = comparison_rows({"a": {"test_loss": 1.0, "recon_mse": 1.0, "recon_psnr": 30.0},
+                            "b": {"test_loss": 2.0, "recon_mse": 2.0, "recon_psnr": 20.0}}, SPECS)
+    # test_loss and recon_mse (the same fact as PSNR) are summary: false: one fact wins once
+    assert wins(rows, ["a", "b"], SPECS) == {"a": ["recon_psnr"], "b": []}
 
 
 def test_rows_mark_the_best_family_by_direction():
@@ -81,7 +83,7 @@ def test_analysis_is_written_from_the_numbers():
     assert "dcgan is best (1.5), 2.0× lower than vae (3)" in text
     assert "beta_vae is best (0.3), 3.0× higher than vae (0.1)" in text
     swapped = {"vae": METRICS["beta_vae"], "beta_vae": METRICS["vae"]}
-    assert "**Reconstruction MSE**: beta_vae is best" in " ".join(analysis(swapped, SPECS))
+    assert "**Reconstruction PSNR (dB, mean per image)**: beta_vae is best" in " ".join(analysis(swapped, SPECS))
 
 
 def _check_rendered(missing: list[str]) -> str:

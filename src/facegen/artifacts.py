@@ -23,12 +23,15 @@ METRICS = Path("metrics")
 REPORTS = Path("reports")
 
 # prepare
-SYNTHETIC = Path("data/synthetic")       # the embedded procedural dataset, in CelebA's on-disk format
 PREPARE_SUMMARY = PREPARED / "summary.json"
 # train_classifier
 CLASSIFIER_FILE = MODELS / "classifier" / "model.pt"
 CLASSIFIER_METRICS = METRICS / "classifier.json"
 CLASSIFIER_LOG = METRICS / "classifier_train.csv"
+# reference: real-vs-real floors and the test faces' cached Inception features
+REFERENCE = Path("data/reference")
+REFERENCE_INCEPTION = REFERENCE / "inception_test.npy"
+REFERENCE_METRICS = METRICS / "reference.json"
 # extract_codes / fit_prior
 CODES_META = CODES / "meta.json"
 CODE_USAGE = CODES / "code_usage.png"
@@ -42,12 +45,14 @@ MARKDOWN = REPORTS / "report.md"
 SUMMARY = METRICS / "summary.json"
 COMPARISON_RECONSTRUCTIONS = REPORTS / "comparison_reconstructions.png"
 COMPARISON_SAMPLES = REPORTS / "comparison_samples.png"
+COMPARISON_EDIT_CURVES = REPORTS / "comparison_edit_curves.png"
 # The rows evaluate@<family> writes for the comparison figures (unlabelled image strips)
 ROW_ORIGINALS = "row_originals.png"
 ROW_RECONSTRUCTIONS = "row_reconstructions.png"
 ROW_SAMPLES = "row_samples.png"
 ROW_LABELS = "rows.json"  # how the reconstruction row was made (encoder or inversion)
 NOTES = "notes.json"
+EDIT_CURVES = "edit_curves.json"  # per family: success vs preservation over the strength sweep
 
 
 def model_file(family: str) -> Path:

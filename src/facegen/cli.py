@@ -41,12 +41,12 @@ from tqdm import tqdm  # noqa: E402
 
 from facegen import artifacts, tracking  # noqa: E402
 from facegen.config import EvaluateConfig, RuntimeConfig  # noqa: E402
-from facegen.data.dataset import FaceSplit, load_split  # noqa: E402
+from facegen.data.dataset import load_split  # noqa: E402
 from facegen.data.images import load_image, read_image  # noqa: E402
 from facegen.errors import DataError, FacegenError  # noqa: E402
-from facegen.latent.attributes import edit, encode_split, mean_difference_vectors  # noqa: E402
+from facegen.latent.attributes import attribute_directions, edit  # noqa: E402
 from facegen.latent.interpolation import lerp, slerp  # noqa: E402
-from facegen.models import FAMILIES  # noqa: E402
+from facegen.models import FAMILIES, family_class  # noqa: E402
 from facegen.models.base import EDIT, ENCODE, GenerativeModel  # noqa: E402
 from facegen.runtime import Runtime, eval_mode, setup_runtime  # noqa: E402
 from facegen.artifacts import atomic_save  # noqa: E402
@@ -118,7 +118,7 @@ def load_family(args: argparse.Namespace, rt: Runtime) -> GenerativeModel:
 def require(model: GenerativeModel, capability: str, action: str) -> None:
     """A one-line refusal naming the families that declare ``capability``."""
     if capability not in model.capabilities:
-        able = [name for name, cls in FAMILIES.items() if capability in cls.capabilities]
+        able = [name for name in FAMILIES if capability in family_class(name).capabilities]
         raise FacegenError(f"{model.family} cannot {action} (it declares no '{capability}' capability); "
                            f"families that can: {', '.join(able) or 'none'}")
 
@@ -209,44 +209,38 @@ def decode(model: GenerativeModel, z: torch.Tensor, rt: Runtime) -> torch.Tensor
         return model.decode(z).float().clamp(0, 1).cpu()
 
 
-def encode_training_faces(model: GenerativeModel, split: FaceSplit, batch_size: int, rt: Runtime) -> torch.Tensor:
-    """encode_split in chunks, so the progress bar moves while the whole train split is encoded."""
-    chunk = batch_size * 8
-    codes = []
-    with tqdm(total=len(split), desc="encoding training faces", unit="img", disable=None, leave=False) as bar:
-        for start in range(0, len(split), chunk):
-            part = FaceSplit(split.images[start:start + chunk], split.attrs[start:start + chunk], split.attr_names)
-            codes.append(encode_split(model, part, batch_size, rt))
-            bar.update(len(part))
-    return torch.cat(codes)
+# Default --strength of `facegen edit`, per way of finding directions: in the unit each direction has
+# (multiples of the mean-difference vector, or steps along the unit boundary normal), large enough to
+# show the attribute on the embedded dataset's models.
+DEFAULT_STRENGTH = {"mean_difference": 1.5, "classifier_boundary": 3.0}
+STRENGTH_UNIT = {"mean_difference": "multiples of the mean-difference vector",
+                 "classifier_boundary": "steps along the unit boundary normal"}
 
 
 def attribute_direction(model: GenerativeModel, attr: str, args: argparse.Namespace,
                         rt: Runtime) -> tuple[torch.Tensor, str, float]:
     """``attr``'s latent direction as evaluation finds it for this family, its unit, and a default strength."""
+    classifier, split = None, None
     if model.edit_directions == "classifier_boundary":
-        from facegen.latent.boundaries import classifier_boundaries  # GAN-only dependency: load on demand
         path = in_models_dir(artifacts.CLASSIFIER_FILE, args.models_dir)
         if not path.is_file():
             raise FacegenError(f"{model.family} edits along attribute-classifier boundaries but {path} is "
                                "missing: run `dvc repro train_classifier`")
         classifier = load_classifier(path, rt.device)
         check_attribute(attr, classifier.attributes, f"the attribute classifier ({path})")
-        with step(f"fitting the {attr} boundary on {args.boundary_samples} samples"):
-            directions = classifier_boundaries(model, classifier, (attr,), args.boundary_samples,
-                                               torch.Generator().manual_seed(args.seed), args.batch_size)
-        unit, strength = "steps along the unit boundary normal", EVAL.boundary_edit_strength
     else:
         table = training_table(args.prepared_dir)
         check_attribute(attr, [c for c in table.columns if c not in TABLE_COLUMNS],
                         f"the prepared data ({args.prepared_dir / 'attrs.csv'})")
         split = load_split(args.prepared_dir, "train", (attr,))
-        directions = mean_difference_vectors(encode_training_faces(model, split, args.batch_size, rt),
-                                             split.attrs, (attr,))
-        unit, strength = "multiples of the mean-difference vector", EVAL.edit_strength
+    with step(f"finding the {attr} direction"):
+        directions = attribute_directions(model, (attr,), split, args.batch_size, rt, classifier=classifier,
+                                          num_samples=args.boundary_samples,
+                                          generator=torch.Generator().manual_seed(args.seed),
+                                          desc="encoding training faces")
     if attr not in directions:
         raise FacegenError(f"no {attr} direction: it needs faces both with and without {attr}")
-    return directions[attr], unit, strength
+    return directions[attr], STRENGTH_UNIT[model.edit_directions], DEFAULT_STRENGTH[model.edit_directions]
 
 
 def _stat(path: Path) -> str:
@@ -645,7 +639,8 @@ def build_parser() -> Parser:
     p.add_argument("photos", type=input_file, nargs="+", metavar="PHOTO", help="image file(s)")
     p.add_argument("--attr", required=True, help="attribute to change, e.g. Smiling (see data.attributes)")
     p.add_argument("--strength", type=float, help="largest edit; negative removes the attribute (default: "
-                   f"{EVAL.edit_strength} mean-difference vectors, GAN: {EVAL.boundary_edit_strength} boundary steps)")
+                   f"{DEFAULT_STRENGTH['mean_difference']} mean-difference vectors, GAN: "
+                   f"{DEFAULT_STRENGTH['classifier_boundary']} boundary steps)")
     p.add_argument("--steps", type=at_least(2), default=5, help="strengths in the strip (default: %(default)s)")
     p.add_argument("--boundary-samples", type=at_least(16), default=EVAL.num_samples,
                    help="samples the GAN's attribute boundary is fitted on (default: %(default)s)")

@@ -190,8 +190,6 @@ class EvaluateConfig:
     num_samples: int = field(default=1000, metadata=rng(ge=16))
     batch_size: int = field(default=128, metadata=rng(ge=1))
     grid_size: int = field(default=8, metadata=rng(ge=2))
-    edit_scales: tuple[float, ...] = (-1.0, 0.0, 1.0, 2.0, 3.0)  # multiples of a mean-difference vector
-    boundary_edit_scales: tuple[float, ...] = (-3.0, -1.5, 0.0, 1.5, 3.0)  # steps along a unit boundary normal
     interpolation_steps: int = field(default=10, metadata=rng(ge=2))
     traversal_dims: int = field(default=8, metadata=rng(ge=1))
     traversal_range: float = field(default=3.0, metadata=rng(gt=0))
@@ -199,16 +197,26 @@ class EvaluateConfig:
     num_inversions: int = field(default=64, metadata=rng(ge=1))  # test faces reconstructed by GAN inversion
     nll_importance_samples: int = field(default=64, metadata=rng(ge=1))
     nll_images: int = field(default=100, metadata=rng(ge=1))  # test faces the NLL is estimated on
-    inception_weights: str = ""  # path to pt_inception-2015-12-05 weights; empty = skip Inception FID
+    inception_samples: int = field(default=256, metadata=rng(ge=16))  # generated images per family in Inception FID/KID
+    inception_real: int = field(default=500, metadata=rng(ge=16))  # test faces whose Inception features are cached
     kid_subsets: int = field(default=50, metadata=rng(ge=1))
     kid_subset_size: int = field(default=500, metadata=rng(ge=2))  # capped at the number of samples
     prdc_k: int = field(default=5, metadata=rng(ge=1))  # k-th neighbour radius of precision/recall/density/coverage
-    edit_faces: int = field(default=128, metadata=rng(ge=1))  # faces edited per attribute for the edit metrics
+    edit_faces: int = field(default=128, metadata=rng(ge=2))  # faces edited per attribute (>= 2: the step unit needs two)
+    # Edit strengths, for every family: a unit direction times alpha times the mean distance between
+    # two start latents ("fraction of the way to another face"), so families are compared at matched strength.
+    edit_alphas: tuple[float, ...] = (0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)  # the sweep of the edit metrics
+    edit_chance_directions: int = field(default=4, metadata=rng(ge=1))  # random face-to-face directions (chance line)
+    edit_figure_alphas: tuple[float, ...] = (-0.25, 0.0, 0.125, 0.25, 0.5)  # attribute_<Attr>.png columns
     identity_faces: int = field(default=64, metadata=rng(ge=1))  # test faces scored by face descriptor (real CelebA only)
-    edit_strength: float = field(default=1.5, metadata=rng(gt=0))  # multiples of a mean-difference vector
-    boundary_edit_strength: float = field(default=3.0, metadata=rng(gt=0))  # steps along a unit boundary normal
     disentanglement_train: int = field(default=2000, metadata=rng(ge=10))  # train codes fitting MIG/DCI/SAP
     mig_bins: int = field(default=20, metadata=rng(ge=2))  # histogram bins discretising codes and factors
+
+    def __post_init__(self) -> None:
+        a = self.edit_alphas
+        if len(a) < 5 or a[0] <= 0 or any(y <= x for x, y in zip(a, a[1:])):
+            raise ConfigError("params.yaml: evaluate.edit_alphas must list >= 5 positive, strictly increasing "
+                              f"steps, got {list(a)}")
 
 
 @dataclass(frozen=True)

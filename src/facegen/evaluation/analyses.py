@@ -6,29 +6,29 @@ and returns flat metrics. None looks at the family name: what runs is decided by
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from facegen import artifacts
-from facegen.evaluation.codebook import usage_stats
+from facegen.evaluation.codebook import split_codes, usage_stats
 from facegen.evaluation.context import EvalContext
 from facegen.evaluation.disentanglement import disentanglement_scores
 from facegen.evaluation.diversity import pairwise_distances
-from facegen.evaluation.distribution import (frechet_distance, inception_fid, inception_unavailable, kernel_distance,
-                                             precision_recall_density_coverage)
-from facegen.evaluation.editing import edit_scores, opposite_edit
+from facegen.evaluation.distribution import frechet_distance, kernel_distance, precision_recall_density_coverage
+from facegen.evaluation.editing import edit_sweep, latent_scale, opposite_edit, unit
+from facegen.evaluation.inception import inception_features, inception_scores
 from facegen.evaluation.identity import identity_scores, identity_unavailable
 from facegen.faces.align import Template
 from facegen.faces.template import faces_template
-from facegen.latent.attributes import edit, encode_split, mean_difference_vectors
+from facegen.latent.attributes import attribute_directions, edit, encode_split
 from facegen.latent.interpolation import lerp, slerp
 from facegen.latent.traversal import active_dimensions, dimension_activity, traversal_latents
 from facegen.models.base import ADVERSARIAL, EDIT, ENCODE, LIKELIHOOD, QUANTIZE, RECONSTRUCT, TRAVERSE
-from facegen.models.vqvae import split_codes
 from facegen.reporting.grids import save_grid, save_labelled_rows, save_strip
 from facegen.reporting.plots import plot_code_usage, plot_diversity
 from facegen.runtime import eval_mode
@@ -65,9 +65,11 @@ def reconstruction(ctx: EvalContext) -> dict[str, float]:
     save_grid(torch.cat([x[:k], recon[:k]]), ctx.out_dir / "reconstructions.png", nrow=k)
     if ctx.model.reconstruction_method != "encoder":
         ctx.notes.append(f"Reconstructions are by {ctx.model.reconstruction_method} on {n} test images.")
+    # PSNR per image, then the mean (as papers report it): the pooled form is just -10 log10(recon_mse)
+    per_image_mse = ((recon - x) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     return {
-        "recon_mse": float(torch.mean((recon - x) ** 2)),
-        "recon_psnr": float(peak_signal_noise_ratio(recon, x, data_range=1.0)),
+        "recon_mse": float(per_image_mse.mean()),
+        "recon_psnr": float((-10 * torch.log10(per_image_mse)).mean()),
         "recon_ssim": float(_ssim(recon, x, ctx.cfg.batch_size)),
     }
 
@@ -103,66 +105,65 @@ def _draw_samples(ctx: EvalContext, n: int, generator: torch.Generator) -> torch
 
 
 def sample_quality(ctx: EvalContext) -> dict[str, float]:
-    """FID/KID and precision/recall/density/coverage of samples vs test faces, in classifier features.
+    """Sample realism in two feature spaces, each against real test faces.
 
-    ``num_samples`` samples against as many test faces (all of them if the split is smaller). The
-    standard Inception FID runs only when its local weights are configured; otherwise a note says so.
+    * Standard Inception-v3 (``fid_inception``, ``kid_inception``): ``inception_samples`` samples
+      against the ``inception_real`` test faces whose features the reference stage cached (same
+      protocol, ``evaluation/inception.py``); the counts are returned with the scores.
+    * The attribute classifier's features (``fid_facegen``, ``kid_facegen``, precision / recall /
+      density / coverage): ``num_samples`` samples against as many test faces.
     """
+    out: dict[str, float] = {}
+    if ctx.inception_reference is None:
+        ctx.notes.append("Inception FID/KID skipped: no cached test-face features (run the reference stage).")
+    else:
+        fake = _draw_samples(ctx, ctx.cfg.inception_samples, ctx.generator(8))
+        f_fake = inception_features(fake, ctx.cfg.batch_size, ctx.rt.device)
+        out.update(inception_scores(ctx.inception_reference, f_fake, kid_subsets=ctx.cfg.kid_subsets,
+                                    kid_subset_size=ctx.cfg.kid_subset_size, seed=ctx.seed))
     if ctx.classifier is None:
-        ctx.notes.append("Sample-quality metrics skipped: no attribute classifier (run train_classifier).")
-        return {}
+        ctx.notes.append("Classifier-feature sample metrics skipped: no attribute classifier (run train_classifier).")
+        return out
     n = min(ctx.cfg.num_samples, len(ctx.test))
     real = ctx.test_images(n)
     fake = _draw_samples(ctx, n, ctx.generator(6))
     f_real, f_fake = ctx.classifier.features(real).cpu(), ctx.classifier.features(fake).cpu()
     kid, kid_std = kernel_distance(f_real, f_fake, ctx.cfg.kid_subsets, ctx.cfg.kid_subset_size, ctx.seed)
-    out = {"fid_facegen": frechet_distance(f_real, f_fake), "kid_facegen": kid, "kid_facegen_std": kid_std,
-           **precision_recall_density_coverage(f_real, f_fake, ctx.cfg.prdc_k)}
-    reason = inception_unavailable(ctx.cfg.inception_weights)
-    if reason is None:
-        out["fid_inception"] = inception_fid(real, fake, ctx.cfg.inception_weights, ctx.cfg.batch_size)
-    else:
-        ctx.notes.append(reason)
+    out.update({"fid_facegen": frechet_distance(f_real, f_fake), "kid_facegen": kid, "kid_facegen_std": kid_std,
+                **precision_recall_density_coverage(f_real, f_fake, ctx.cfg.prdc_k)})
     return out
 
 
 @dataclass
 class EditSetup:
-    """How a family edits: attribute directions, where edits start, and the scales used."""
+    """How a family edits: attribute directions, where edits start, and the figure caption."""
 
     directions: dict[str, torch.Tensor]
     starts: Callable[[int], torch.Tensor]  # n -> (n, *latent shape) start latents on the device
-    scales: tuple[float, ...]              # figure columns
-    strength: float                        # the one scale the edit metrics use
     what: str                              # figure caption
 
 
 def edit_setup(ctx: EvalContext) -> EditSetup | None:
     """Directions by the family's ``edit_directions`` method; None (with a note) when impossible."""
-    names = ctx.test.attr_names
-    if ctx.model.edit_directions == "classifier_boundary":
-        if ctx.classifier is None:
-            ctx.notes.append("Attribute edits skipped: no attribute classifier to find boundaries with.")
-            return None
-        from facegen.latent.boundaries import classifier_boundaries
-
-        directions = classifier_boundaries(ctx.model, ctx.classifier, names, ctx.cfg.num_samples,
-                                           ctx.generator(3), ctx.cfg.batch_size)
-
+    boundary = ctx.model.edit_directions == "classifier_boundary"
+    if boundary and ctx.classifier is None:
+        ctx.notes.append("Attribute edits skipped: no attribute classifier to find boundaries with.")
+        return None
+    directions = attribute_directions(ctx.model, ctx.test.attr_names, ctx.train, ctx.cfg.batch_size, ctx.rt,
+                                      classifier=ctx.classifier, num_samples=ctx.cfg.num_samples,
+                                      generator=ctx.generator(3))
+    if boundary:
         def starts(n: int) -> torch.Tensor:
             with eval_mode(ctx.model):
                 return ctx.model.latent_prior(n, ctx.generator(4)).float()
 
-        return EditSetup(directions, starts, ctx.cfg.boundary_edit_scales, ctx.cfg.boundary_edit_strength,
-                         "samples moved along the classifier boundary normal")
-    codes = encode_split(ctx.model, ctx.train, ctx.cfg.batch_size, ctx.rt)
+        return EditSetup(directions, starts, "samples moved along the classifier boundary normal (InterFaceGAN)")
 
     def starts(n: int) -> torch.Tensor:
         with eval_mode(ctx.model), ctx.rt.autocast():
             return ctx.model.encode(ctx.test_images(n)).float()
 
-    return EditSetup(mean_difference_vectors(codes, ctx.train.attrs, names), starts, ctx.cfg.edit_scales,
-                     ctx.cfg.edit_strength, "test faces plus scale × mean-difference vector")
+    return EditSetup(directions, starts, "test faces moved along the mean-difference vector")
 
 
 def _latent_decoder(ctx: EvalContext, shape: torch.Size) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -176,26 +177,37 @@ def _latent_decoder(ctx: EvalContext, shape: torch.Size) -> Callable[[torch.Tens
 
 
 def attribute_edits(ctx: EvalContext) -> dict[str, float]:
-    """One figure per configured attribute, and classifier-scored edit success / preservation."""
+    """One figure per attribute and the classifier-scored strength sweep (``editing.edit_sweep``).
+
+    Figures and metrics share units: a unit direction stepped by alpha x the family's mean distance
+    between two start latents, so every family is compared at matched strength.
+    """
     setup = edit_setup(ctx)
     if setup is None:
         return {}
-    base = setup.starts(4)
-    shape, base = base.shape[1:], base.flatten(1)
+    starts = setup.starts(ctx.cfg.edit_faces)
+    shape, z = starts.shape[1:], starts.flatten(1)
     decode = _latent_decoder(ctx, shape)
+    base, scale = z[:4], latent_scale(z)
+    steps = tuple(a * scale for a in ctx.cfg.edit_figure_alphas)
     for name, direction in setup.directions.items():
-        imgs = decode(edit(base, direction, setup.scales))
+        imgs = decode(edit(base, unit(direction), steps))
         rows = [imgs[i::len(base)] for i in range(len(base))]
         save_labelled_rows(rows, ctx.out_dir / f"attribute_{name}.png", row_labels=[f"face {i + 1}" for i in range(len(base))],
-                           col_labels=[f"{s:+g}" for s in setup.scales], title=f"{ctx.family}: {name} ({setup.what})")
+                           col_labels=[f"α {a:+g}" for a in ctx.cfg.edit_figure_alphas],
+                           title=f"{ctx.family}: {name} ({setup.what}; α × distance between two faces)")
     if ctx.classifier is None:
         ctx.notes.append("Edit success/preservation skipped: no attribute classifier (run train_classifier).")
         return {}
     unknown = [n for n in setup.directions if n not in ctx.classifier.attributes]
     if unknown:
         ctx.notes.append(f"Edits of {unknown} not scored: the classifier was trained without them.")
-    return edit_scores(decode, ctx.classifier, setup.starts(ctx.cfg.edit_faces).flatten(1), setup.directions,
-                       setup.strength)
+    sweep = edit_sweep(decode, ctx.classifier, z, setup.directions, ctx.generator(7), ctx.cfg.edit_alphas,
+                       ctx.cfg.edit_chance_directions)
+    ctx.notes.extend(sweep.notes)
+    if sweep.curves:
+        artifacts.write_json(sweep.curves, ctx.out_dir / artifacts.EDIT_CURVES)
+    return sweep.metrics
 
 
 def codebook_usage(ctx: EvalContext) -> dict[str, float]:
@@ -298,20 +310,32 @@ def identity_reconstruction(ctx: EvalContext) -> dict[str, float]:
 
 
 def identity_edits(ctx: EvalContext) -> dict[str, float]:
-    """Face-descriptor distance from unedited decodes to their edits, every attribute, ``identity_faces`` faces.
+    """Face-descriptor distance from unedited decodes to their edits, each attribute at its operating
+    point (the step where its success peaks within 90 % preservation, from ``edit_curves.json``).
 
-    The edits are attribute_edits' scored ones (same directions, starts, strength and sign rule);
-    the reference is the unedited decode, as in edit_scores: reconstruction error is not counted
+    The reference is the unedited decode, as in the edit sweep: reconstruction error is not counted
     as an edit effect (identity_dist_recon_mean has it), and GAN edits, which start from prior
-    samples with no test photo behind them, are measured alike.
+    samples with no test photo behind them, are measured alike. Attributes whose operating step is 0
+    (never flipped within budget) are left out: an edit that never happens keeps identity trivially.
     """
     if not _identity_runs(ctx):
         return {}
     if ctx.classifier is None:  # each edit's sign is the classifier's call, as for the edit scores
         ctx.notes.append("Identity of edits skipped: no attribute classifier (run train_classifier).")
         return {}
+    curves_file = ctx.out_dir / artifacts.EDIT_CURVES
+    if not curves_file.is_file():
+        ctx.notes.append("Identity of edits skipped: attribute_edits wrote no edit curves.")
+        return {}
+    curves = json.loads(curves_file.read_text())
     setup = edit_setup(ctx)
     if setup is None:
+        return {}
+    steps = {n: c["alpha_at_target"] * curves["scale"] for n, c in curves["attributes"].items()
+             if c["alpha_at_target"] > 0}
+    if left_out := sorted(set(curves["attributes"]) - set(steps)):
+        ctx.notes.append(f"Identity of edits leaves out {left_out}: they never flip the classifier within 90% preservation.")
+    if not steps:
         return {}
     z = setup.starts(ctx.cfg.identity_faces)
     decode = _latent_decoder(ctx, z.shape[1:])
@@ -319,8 +343,7 @@ def identity_edits(ctx: EvalContext) -> dict[str, float]:
     source = decode(z)
     present = ctx.classifier.predict_proba(source) > 0.5
     judged = list(ctx.classifier.attributes)
-    edits = [opposite_edit(decode, z, direction, setup.strength, present[:, judged.index(name)])
-             for name, direction in setup.directions.items() if name in judged]
+    edits = [opposite_edit(decode, z, unit(setup.directions[n]), s, present[:, judged.index(n)]) for n, s in steps.items()]
     return identity_scores(source, edits, _face_template(ctx), "edit")
 
 

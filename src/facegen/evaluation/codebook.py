@@ -8,6 +8,17 @@ from __future__ import annotations
 
 import torch
 
+from facegen.data.dataset import FaceSplit
+from facegen.models.base import GenerativeModel
+from facegen.runtime import Runtime, eval_mode
+
+
+def split_codes(model: GenerativeModel, split: FaceSplit, rt: Runtime, batch_size: int) -> torch.Tensor:
+    """(N, h, w) code indices of a whole split (``model.codes``: the QUANTIZE capability), on the CPU."""
+    with eval_mode(model), rt.autocast():
+        return torch.cat([model.codes(b.images).cpu()
+                          for b in split.batches(batch_size, rt.device, channels_last=rt.channels_last)])
+
 
 def usage_stats(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-code counts (num_codes,) of integer ``codes`` (any shape), and ``perplexity``,

@@ -15,7 +15,7 @@ from facegen.evaluation.noise import Noise
 
 # Order of metric groups in the table: by name prefix; anything else comes last, alphabetically.
 GROUP_ORDER = ("recon_", "fid_", "kid_", "precision", "recall", "density", "coverage", "edit_", "identity_", "mig", "dci_",
-               "sap", "nll", "prior_nll", "test_", "active_dims", "sample_img_per_s", "num_parameters")
+               "sap", "nll", "elbo", "prior_", "test_", "active_dims", "num_parameters")
 
 
 @dataclass(frozen=True)

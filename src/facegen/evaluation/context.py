@@ -29,6 +29,7 @@ class EvalContext:
     seed: int
     out_dir: Path
     classifier: Any = None  # trained attribute classifier (models/classifier) when available
+    inception_reference: torch.Tensor | None = None  # (N, 2048) cached Inception features of the first test faces
     data_source: str = "synthetic"  # params.data.source: identity metrics need real photos ("celeba")
     notes: list[str] = field(default_factory=list)  # human-readable remarks for the report
     # Run-dependent measurements (sampling speed): logged to MLflow and the log, never returned as

@@ -290,39 +290,3 @@ def edit_sweep(decode: Decode, judge: Judge, z: torch.Tensor, directions: dict[s
     metrics["edit_success_auc_mean"] = sum(c["auc"] for c in per_attr) / len(names)
     metrics[f"edit_chance_at_pres{pct}_mean"] = sum(chance_points) / len(names)
     return SweepResult(metrics, curves, notes)
-
-
-# -- deprecated: the one-strength scores ---------------------------------------------------------
-class _FeatureJudge(Judge, Protocol):
-    def features(self, images: torch.Tensor) -> torch.Tensor: ...
-
-
-def edit_scores(decode: Decode, judge: _FeatureJudge, z: torch.Tensor,
-                directions: dict[str, torch.Tensor], strength: float) -> dict[str, float]:
-    """DEPRECATED, kept only until evaluation/analyses.py calls ``edit_sweep``; delete with that change.
-
-    Scores every family at one strength in its own units (not comparable across families), and its
-    ``edit_feature_dist_mean`` rewards edits that fail to move. Use ``edit_sweep``.
-    """
-    names = [n for n in directions if n in judge.attributes]
-    if not names:
-        return {}
-    source = decode(z)
-    p_src = judge.predict_proba(source) > 0.5
-    f_src = judge.features(source)
-    face_gap = (f_src - f_src.roll(1, 0)).norm(dim=1).mean().clamp_min(1e-12)
-    success, kept, dist = {}, [], []
-    for name in names:
-        a = list(judge.attributes).index(name)
-        edited = opposite_edit(decode, z, directions[name], strength, p_src[:, a])
-        p_edit = judge.predict_proba(edited) > 0.5
-        success[name], k = _flip_rates(p_edit, p_src, a)
-        if p_src.shape[1] > 1:
-            kept.append(k)
-        dist.append(float((judge.features(edited) - f_src).norm(dim=1).mean() / face_gap))
-    out = {f"edit_success_{n}": v for n, v in success.items()}
-    out["edit_success_mean"] = sum(success.values()) / len(success)
-    if kept:
-        out["edit_preservation_mean"] = sum(kept) / len(kept)
-    out["edit_feature_dist_mean"] = sum(dist) / len(dist)
-    return out

@@ -19,7 +19,7 @@ Differences from the notebook, all behaviour-preserving or optional:
 * Real images arrive in [0, 1] and are mapped to tanh's [-1, 1] for D; G's output is mapped back
   to [0, 1] for every public method.
 
-The GAN has no encoder: ``encode`` inverts G by latent optimisation (latent/inversion.py), so
+The GAN has no encoder: ``encode`` inverts G by latent optimisation (models/inversion.py), so
 reconstructions are labelled as inversions, and attribute edits use classifier boundaries fitted
 on samples (latent/boundaries.py) instead of encoded mean differences.
 
@@ -55,7 +55,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from facegen.config import DCGANConfig
 from facegen.data.dataset import Batch
-from facegen.latent.inversion import invert
+from facegen.models.inversion import invert
 from facegen.models.base import ADVERSARIAL, EDIT, ENCODE, RECONSTRUCT, GenerativeModel
 from facegen.runtime import eval_mode
 

@@ -9,6 +9,9 @@ import logging
 import resource
 import time
 
+import numpy as np
+import torch
+
 from facegen import artifacts
 from facegen.config import Params, params_hash, to_dict
 from facegen.data.dataset import load_split
@@ -22,6 +25,12 @@ from facegen.tracking import start_run
 log = logging.getLogger(__name__)
 
 
+def _inception_reference() -> torch.Tensor | None:
+    """The test faces' Inception features the reference stage cached (None before it has run)."""
+    path = artifacts.REFERENCE_INCEPTION
+    return torch.from_numpy(np.load(path)) if path.is_file() else None
+
+
 def evaluate_family(params: Params, family: str) -> dict[str, float]:
     rt = setup_runtime(params.runtime)
     seed_everything(params.seed)
@@ -30,7 +39,8 @@ def evaluate_family(params: Params, family: str) -> dict[str, float]:
     ctx = EvalContext(model=model, family=family, train=load_split(artifacts.PREPARED, "train", attrs),
                       test=load_split(artifacts.PREPARED, "test", attrs), cfg=params.evaluate, rt=rt,
                       seed=params.seed, out_dir=artifacts.report_dir(family),
-                      classifier=load_attribute_classifier(rt.device), data_source=params.data.source)
+                      classifier=load_attribute_classifier(rt.device), data_source=params.data.source,
+                      inception_reference=_inception_reference())
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {"num_parameters": float(sum(p.numel() for p in model.parameters()))}
     digest = params_hash(params.seed, params.evaluate, model.cfg)

@@ -13,9 +13,9 @@ from facegen.config import Params, params_hash, to_dict
 from facegen.data.codes import save_codes
 from facegen.data.dataset import SPLITS, load_split
 from facegen.errors import CheckpointError
-from facegen.evaluation.codebook import usage_stats
+from facegen.evaluation.codebook import split_codes, usage_stats
 from facegen.models.checkpoint import load_model
-from facegen.models.vqvae import VQVAE, split_codes
+from facegen.models.vqvae import VQVAE
 from facegen.reporting.plots import plot_code_usage
 from facegen.runtime import setup_runtime
 from facegen.tracking import start_run

@@ -21,7 +21,7 @@ from facegen.data.codes import CodeSplit, load_codes
 from facegen.errors import DataError
 from facegen.models.checkpoint import save_prior
 from facegen.models.pixelcnn import PixelCNNPrior
-from facegen.pipeline.stage import session
+from facegen.pipeline.session import session
 from facegen.runtime import Runtime, eval_mode
 from facegen.training.loop import FitResult
 

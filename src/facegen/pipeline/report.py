@@ -25,6 +25,7 @@ from facegen.errors import FacegenError
 from facegen.evaluation.comparison import Row, analysis, comparison_rows, fmt, wins
 from facegen.evaluation.metric_specs import MetricSpecs, load_specs
 from facegen.evaluation.noise import NOISE_FILE, load_noise
+from facegen.reporting.edit_curves import plot_edit_curves
 from facegen.reporting.grids import load_strip, save_labelled_rows
 from facegen.reporting.sweep import SWEEPS, load_sweeps, plot_sweep
 from facegen.tracking import start_run
@@ -114,6 +115,9 @@ def comparison_figures(families: list[str], notes: list[str]) -> dict[str, Path]
             sample_rows.append(load_strip(out_dir / artifacts.ROW_SAMPLES))
             sample_labels.append(family)
     out = {}
+    curves = {f: c for f in families if (c := _read_json(artifacts.report_dir(f) / artifacts.EDIT_CURVES, {}))}
+    if curves:
+        out["edit_curves"] = plot_edit_curves(curves, artifacts.COMPARISON_EDIT_CURVES)
     if recon_rows:
         out["reconstructions"] = save_labelled_rows(
             recon_rows, artifacts.COMPARISON_RECONSTRUCTIONS, row_labels=recon_labels,

@@ -13,7 +13,8 @@ from facegen.config import Params, to_dict
 from facegen.data.dataset import load_split
 from facegen.models import build
 from facegen.models.checkpoint import save_model
-from facegen.pipeline.stage import ensure_writable, session
+from facegen.pipeline.session import session
+from facegen.pipeline.stage import ensure_writable
 from facegen.training.loop import FitResult
 
 

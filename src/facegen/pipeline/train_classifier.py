@@ -15,7 +15,7 @@ from facegen.config import Params, to_dict
 from facegen.data.dataset import FaceSplit, load_split
 from facegen.models.checkpoint import save_classifier
 from facegen.models.classifier import AttributeClassifier
-from facegen.pipeline.stage import session
+from facegen.pipeline.session import session
 from facegen.runtime import Runtime, eval_mode
 
 
