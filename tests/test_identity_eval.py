@@ -6,12 +6,15 @@ descriptor is dlib's network and the model a real (untrained, tiny) VAE.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from skimage import data
 
+from facegen import artifacts
 from facegen.config import ClassifierConfig, EvaluateConfig
 from facegen.data.dataset import FaceSplit
 from facegen.evaluation.analyses import ANALYSES, _face_template, identity_edits, identity_reconstruction
@@ -77,6 +80,9 @@ def test_a_face_is_itself_and_a_degraded_copy_or_other_image_is_farther(crop, rt
 def test_celeba_context_reports_identity_of_reconstructions_and_edits(crop, rt, tmp_path, tiny_vae_cfg):
     ctx = _ctx(crop, "celeba", rt, tmp_path, tiny_vae_cfg)
     recon = identity_reconstruction(ctx)
+    # identity_edits scores each attribute at the operating step attribute_edits' sweep found
+    curves = {"scale": 1.0, "attributes": {a: {"alpha_at_target": 0.25} for a in ctx.classifier.attributes}}
+    (tmp_path / artifacts.EDIT_CURVES).write_text(json.dumps(curves))
     edits = identity_edits(ctx)
     assert set(recon) == {"identity_dist_recon_mean", "identity_same_person_rate_recon"}
     assert set(edits) == {"identity_dist_edit_mean", "identity_same_person_rate_edit"}

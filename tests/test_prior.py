@@ -154,8 +154,9 @@ def test_extract_codes_then_fit_prior_then_sample(tmp_path, monkeypatch, rt):
     assert (artifacts.CODES / "code_usage.png").is_file()
     _, metrics = fit_prior(params)
     written = json.loads((artifacts.MODELS / "pixelcnn" / "metrics.json").read_text())
-    assert written == metrics and 0 < metrics["nll_bits_per_code"] < 2 * np.log2(K)
-    assert metrics["nll_bits_per_dim"] == pytest.approx(metrics["nll_bits_per_code"] * 16 / (3 * 256))
+    per_code, per_dim = metrics["code_nll_conditional_bits_per_code"], metrics["code_nll_conditional_bits_per_dim"]
+    assert written == metrics and 0 < per_code < 2 * np.log2(K)
+    assert per_dim == pytest.approx(per_code * 16 / (3 * 256))
     assert artifacts.train_log("prior").read_text().startswith("epoch,")
     vqvae = load_trained("vqvae")
     images = vqvae.sample(3, torch.Generator().manual_seed(0), torch.tensor([[1.0, 0.0]] * 3))

@@ -30,6 +30,7 @@ class EvalContext:
     out_dir: Path
     classifier: Any = None  # trained attribute classifier (models/classifier) when available
     inception_reference: torch.Tensor | None = None  # (N, 2048) cached Inception features of the first test faces
+    val: FaceSplit | None = None  # likelihood: the decoder's σ is fitted on validation faces
     data_source: str = "synthetic"  # params.data.source: identity metrics need real photos ("celeba")
     notes: list[str] = field(default_factory=list)  # human-readable remarks for the report
     # Run-dependent measurements (sampling speed): logged to MLflow and the log, never returned as
@@ -39,6 +40,12 @@ class EvalContext:
     def generator(self, offset: int = 0) -> torch.Generator:
         """A fresh generator per analysis: adding an analysis never shifts another's random draws."""
         return torch.Generator().manual_seed(self.seed + offset)
+
+    def val_images(self, n: int) -> torch.Tensor:
+        """The first ``n`` validation images, a float batch on the device (likelihood σ calibration)."""
+        split = self.val if self.val is not None else self.test
+        idx = torch.arange(min(n, len(split)))
+        return split.batch(idx, self.rt.device, self.rt.channels_last).images
 
     def test_images(self, n: int) -> torch.Tensor:
         """The first ``n`` test images, as a float batch on the device (same faces for every family)."""

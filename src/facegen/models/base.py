@@ -17,7 +17,7 @@ ENCODE = "encode"            # encode(x) -> latent code usable by decode (means 
 RECONSTRUCT = "reconstruct"  # reconstruct(x) -> images
 EDIT = "edit"                # latent arithmetic (attribute vectors, interpolation) is meaningful
 TRAVERSE = "traverse"        # per-dimension latent traversals are meaningful (continuous factorised z)
-LIKELIHOOD = "likelihood"    # nll_bits_per_dim(x, k) is defined
+LIKELIHOOD = "likelihood"    # importance_samples(x, k, generator) is defined (evaluation/likelihood.py)
 QUANTIZE = "quantize"        # codes(x) -> (N, h, w) discrete code maps over cfg.num_embeddings codes
 ADVERSARIAL = "adversarial"  # critic(x) -> (N,) the discriminator's P(real) for images in [0, 1]
 

@@ -259,18 +259,21 @@ class PixelCNNPrior(SingleLossTraining, nn.Module):
         ce = F.cross_entropy(self.logits(codes, attrs).float(), codes, reduction="none")
         return ce.flatten(1).sum(1)
 
-    def marginal_nll_nats(self, codes: torch.Tensor) -> torch.Tensor:
+    def marginal_nll_nats(self, codes: torch.Tensor, max_rows: int | None = None) -> torch.Tensor:
         """Per-image −log P(codes) in nats with the attributes marginalised out, (N,).
 
         P(c) = Σ_a π_a P(c | a) over the training set's attribute combinations ``attr_rows`` with
         their frequencies ``attr_probs`` (the distribution unconditioned samples draw from), as a
         logsumexp; one forward pass per combination. An unconditional prior gives ``nll_nats(codes, None)``.
+        ``max_rows`` keeps only the most frequent combinations, *not* renormalised: the dropped
+        terms are all >= 0, so the result is an upper bound on −log P(c) (still a valid NLL bound).
         """
         if not self.attr_names:
             return self.nll_nats(codes, None)
         n = codes.shape[0]
-        terms = [torch.log(p) - self.nll_nats(codes, row.expand(n, -1))
-                 for row, p in zip(self.attr_rows, self.attr_probs)]
+        order = torch.argsort(self.attr_probs, descending=True)[:max_rows]
+        terms = [torch.log(self.attr_probs[i]) - self.nll_nats(codes, self.attr_rows[i].expand(n, -1))
+                 for i in order.tolist()]
         return -torch.logsumexp(torch.stack(terms, 1), 1)
 
     # -- training surface of the shared loop ----------------------------------------------------

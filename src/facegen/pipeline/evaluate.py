@@ -37,7 +37,8 @@ def evaluate_family(params: Params, family: str) -> dict[str, float]:
     model = load_trained(family, rt.device)
     attrs = params.data.attributes
     ctx = EvalContext(model=model, family=family, train=load_split(artifacts.PREPARED, "train", attrs),
-                      test=load_split(artifacts.PREPARED, "test", attrs), cfg=params.evaluate, rt=rt,
+                      test=load_split(artifacts.PREPARED, "test", attrs), val=load_split(artifacts.PREPARED, "val", attrs),
+                      cfg=params.evaluate, rt=rt,
                       seed=params.seed, out_dir=artifacts.report_dir(family),
                       classifier=load_attribute_classifier(rt.device), data_source=params.data.source,
                       inception_reference=_inception_reference())

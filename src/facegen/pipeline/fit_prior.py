@@ -4,9 +4,10 @@ Outputs ``models/pixelcnn/model.pt`` (weights + config + what sampling needs: co
 attribute names and the training set's attribute combinations) and ``models/pixelcnn/metrics.json``
 with the test negative log-likelihood of the code maps given their true attributes:
 
-* ``nll_bits_per_code``: bits per code position (log2 of the codebook size is the uniform baseline);
-* ``nll_bits_per_dim``: the same total divided by the image's 3·S² dimensions. This is the cost of
-  the *codes* only; it is not an image likelihood (evaluate@vqvae reports that).
+* ``code_nll_conditional_bits_per_code``: bits per code position (log2 of the codebook size is the
+  uniform baseline);
+* ``code_nll_conditional_bits_per_dim``: the same total divided by the image's 3·S² dimensions. This
+  is the cost of the *codes* only; it is not an image likelihood (evaluate@vqvae reports that).
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def nll(prior: PixelCNNPrior, split: CodeSplit, batch_size: int, rt: Runtime, im
         for batch in split.batches(batch_size, rt.device):
             total += float(prior.nll_nats(batch.images, batch.attrs).sum())
     bits_per_image = total / len(split) / math.log(2)
-    return {"nll_bits_per_code": bits_per_image / math.prod(split.grid),
-            "nll_bits_per_dim": bits_per_image / image_dims}
+    return {"code_nll_conditional_bits_per_code": bits_per_image / math.prod(split.grid),
+            "code_nll_conditional_bits_per_dim": bits_per_image / image_dims}
 
 
 def fit_prior(params: Params) -> tuple[FitResult, dict[str, float]]:
