@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facegen.evaluation.metric_specs import MetricSpecs
-from facegen.evaluation.noise import Noise
+from facegen.evaluation.noise import MIN_RUNS, Noise, Spread
 
 # Order of metric groups in the table: by name prefix; anything else comes last, alphabetically.
 GROUP_ORDER = ("recon_", "fid_", "kid_", "precision", "recall", "density", "coverage", "edit_", "identity_", "mig", "dci_",
@@ -42,10 +42,57 @@ def _best(name: str, values: dict[str, float], specs: MetricSpecs, noise: Noise 
     if best is None or noise is None:
         return best
     second = _ranked(name, values, specs)[1]
-    a, b = noise.spread(f"{best}.json:{name}"), noise.spread(f"{second}.json:{name}")
+    a, b = measured(noise, best, name), measured(noise, second, name)
     if a is None or b is None:  # no measured noise for this row: a win cannot be told from noise
         return None
     return best if specs.rule.separated(values[best], values[second], a.sd, b.sd) else None
+
+
+def measured(noise: Noise | None, family: str, metric: str) -> Spread | None:
+    """The family's measured spread of ``metric``, if measured over enough runs (the gate's MIN_RUNS)."""
+    spread = noise.spread(f"{family}.json:{metric}") if noise is not None else None
+    return spread if spread is not None and spread.n >= MIN_RUNS else None
+
+
+def interval(noise: Noise | None, family: str, metric: str, z: float = 2.0) -> float | None:
+    """Half-width of the value's interval, z x the run-to-run sd measured for it (seeds x precision,
+    so it covers training and evaluation noise); None where the spread was not measured."""
+    spread = measured(noise, family, metric)
+    return None if spread is None else z * spread.sd
+
+
+@dataclass(frozen=True)
+class Section:
+    """One question the report answers: its headline metrics (in table order) and its figure."""
+
+    title: str
+    question: str
+    metrics: tuple[str, ...]
+    figure: str | None = None      # key of report.comparison
+    reference: str = ""            # what every number is measured against
+
+
+SECTIONS = (
+    Section("Reconstruction", "How faithfully does each family reproduce a test face it has never seen?",
+            ("recon_psnr", "recon_ssim", "recon_mse"), "reconstructions",
+            "The data itself scores PSNR ∞ and SSIM 1; the DCGAN has no encoder, so its row is latent optimisation."),
+    Section("Sample realism", "How realistic are its samples, and do they cover the variety of real faces?",
+            ("kid_inception", "fid_inception", "kid_facegen", "fid_facegen", "precision", "recall", "density", "coverage"),
+            "samples", "The column 'real vs real' scores training faces against the same test faces at the same "
+            "sample counts: the best any model can do."),
+    Section("Likelihood", "How much probability does it give test faces (lower bits/dim is better)?",
+            ("nll_bits_per_dim", "elbo_nats", "decoder_nll_bits_per_dim", "kl_bits_per_dim",
+             "code_nll_conditional_bits_per_dim"), None,
+            "A uniform model over the 256 levels scores 8.0 bits/dim. GANs define no likelihood."),
+    Section("Attribute editing", "Can an attribute be changed by moving in the latent space without changing the others?",
+            ("edit_success_at_pres90_mean", "edit_success_auc_mean", "edit_chance_at_pres90_mean"), "edit_curves",
+            "Success is read off each family's strength sweep where 90% of the other attributes are still kept; "
+            "'chance' is the same for random face-to-face directions."),
+    Section("Disentanglement", "Does each latent dimension capture one ground-truth factor (synthetic data only)?",
+            ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "active_dims")),
+    Section("Cost", "What does each family cost?", ("num_parameters",), None,
+            "Training and sampling times depend on the machine: they are logged to MLflow and measured in benchmarks/."),
+)
 
 
 def comparison_rows(metrics: dict[str, dict[str, float]], specs: MetricSpecs, noise: Noise | None = None
@@ -93,6 +140,19 @@ def _comparison(best: str, b: float, second: str, s: float, direction: str) -> s
     return f"{best} is best ({fmt(b)}), ahead of {second} ({fmt(s)}) by {fmt(diff)}"
 
 
+def sentence(row: Row, specs: MetricSpecs, noise: Noise | None) -> str:
+    """One Markdown sentence on a headline row: best (with the gap), tie, or the only family that has it."""
+    if len(row.values) == 1:
+        (fam, value), = row.values.items()
+        return f"**{row.label}**: only {fam} has it ({fmt(value)})."
+    best, second = _ranked(row.metric, row.values, specs)[:2]
+    b, s = row.values[best], row.values[second]
+    if row.best is None:  # the top two are not separated
+        why = "within run-to-run noise" if noise is not None and b != s else "exactly"
+        return f"**{row.label}**: tie, {best} ({fmt(b)}) and {second} ({fmt(s)}) agree {why}."
+    return f"**{row.label}**: {_comparison(best, b, second, s, specs(row.metric).direction)}."
+
+
 def analysis(metrics: dict[str, dict[str, float]], specs: MetricSpecs, noise: Noise | None = None) -> list[str]:
     """One sentence per comparable headline metric, then the tally of :func:`wins` (Markdown inline)."""
     if len(metrics) < 2:
@@ -101,18 +161,8 @@ def analysis(metrics: dict[str, dict[str, float]], specs: MetricSpecs, noise: No
     rows = [row for row in comparison_rows(metrics, specs, noise) if headline(row, specs)]
     compared = 0
     for row in rows:
-        if len(row.values) == 1:
-            (fam, value), = row.values.items()
-            lines.append(f"**{row.label}**: only {fam} has it ({fmt(value)}).")
-            continue
-        compared += 1
-        best, second = _ranked(row.metric, row.values, specs)[:2]
-        b, s = row.values[best], row.values[second]
-        if row.best is None:  # the top two are not separated
-            why = "within run-to-run noise" if noise is not None and b != s else "exactly"
-            lines.append(f"**{row.label}**: tie, {best} ({fmt(b)}) and {second} ({fmt(s)}) agree {why}.")
-            continue
-        lines.append(f"**{row.label}**: {_comparison(best, b, second, s, specs(row.metric).direction)}.")
+        compared += len(row.values) > 1
+        lines.append(sentence(row, specs, noise))
     tally = wins(rows, list(metrics), specs)
     won = sum(len(v) for v in tally.values())
     if compared:

@@ -22,9 +22,10 @@ from pathlib import Path
 from facegen import artifacts
 from facegen.config import Params, params_hash
 from facegen.errors import FacegenError
-from facegen.evaluation.comparison import Row, analysis, comparison_rows, fmt, wins
+from facegen.evaluation.comparison import SECTIONS, Row, Section, analysis, comparison_rows, fmt, headline, interval, \
+    sentence, wins
 from facegen.evaluation.metric_specs import MetricSpecs, load_specs
-from facegen.evaluation.noise import NOISE_FILE, load_noise
+from facegen.evaluation.noise import NOISE_FILE, Noise, load_noise
 from facegen.reporting.edit_curves import plot_edit_curves
 from facegen.reporting.grids import load_strip, save_labelled_rows
 from facegen.reporting.sweep import SWEEPS, load_sweeps, plot_sweep
@@ -55,6 +56,9 @@ class Report:
     sweeps: list[Path]
     notes: list[str] = field(default_factory=list)
     tally: dict[str, list[str]] = field(default_factory=dict)  # compare.wins: headline rows won beyond noise
+    noise: Noise | None = None                                 # measured run-to-run spread: the intervals
+    reference: dict[str, float] = field(default_factory=dict)  # real-vs-real floors (metrics/reference.json)
+    specs: MetricSpecs | None = None
 
 
 def _figures(directory: Path) -> list[Path]:
@@ -90,7 +94,8 @@ def build(families: list[str], specs: MetricSpecs, comparison: dict[str, Path], 
     noise = load_noise(NOISE_FILE)
     rows = comparison_rows(metrics, specs, noise)
     return Report(present, missing, rows, analysis(metrics, specs, noise), _read_json(artifacts.CLASSIFIER_METRICS, {}),
-                  comparison, sweeps, notes, tally=wins(rows, [r.family for r in present], specs))
+                  comparison, sweeps, notes, tally=wins(rows, [r.family for r in present], specs), noise=noise,
+                  reference=_read_json(artifacts.REFERENCE_METRICS, {}), specs=specs)
 
 
 def comparison_figures(families: list[str], notes: list[str]) -> dict[str, Path]:
@@ -145,33 +150,85 @@ def _intro(report: Report) -> list[str]:
     return lines
 
 
-def _cell(row: Row, family: str) -> tuple[str, bool]:
+def _cell(row: Row, family: str, noise: Noise | None = None) -> tuple[str, bool]:
+    """The value (± its interval where one was measured) and whether it is the row's best."""
     if family not in row.values:
         return "–", False
-    return fmt(row.values[family]), row.best == family
+    half = interval(noise, family, row.metric)
+    text = fmt(row.values[family]) + (f" ± {fmt(half)}" if half else "")
+    return text, row.best == family
+
+
+@dataclass
+class SectionView:
+    """What one question's part of the report shows, computed once for both renderings."""
+
+    section: Section
+    rows: list[Row]
+    sentences: list[str]
+    figure: Path | None
+
+
+def section_views(report: Report) -> list[SectionView]:
+    by_metric = {row.metric: row for row in report.rows}
+    views = []
+    for section in SECTIONS:
+        rows = [by_metric[m] for m in section.metrics if m in by_metric]
+        if not rows:
+            continue
+        said = [sentence(r, report.specs, report.noise) for r in rows
+                if report.specs is not None and headline(r, report.specs)]
+        views.append(SectionView(section, rows, said, report.comparison.get(section.figure or "")))
+    return views
+
+
+def _reference_cell(report: Report, row: Row) -> str:
+    value = report.reference.get(row.metric)
+    return "" if value is None else fmt(value)
+
+
+INTERVAL_NOTE = ("Values are this run's; ± is twice the standard deviation measured over reruns (the seeds and "
+                 "precisions listed in metrics_noise.json), which covers training and evaluation noise. ★ marks the "
+                 "best family only where the gap to the runner-up exceeds 2·√(sd₁²+sd₂²); otherwise the row is a tie.")
 
 
 def render_markdown(report: Report) -> str:
     fams = [r.family for r in report.families]
     out = ["# facegen: model comparison", ""]
-    out += [*(f"{line}  " for line in _intro(report)), "", "## Analysis", ""]
-    out += [f"- {line}" for line in report.analysis] or ["- Fewer than two families share a metric."]
-    out += ["", "## Comparison (best per row in **bold** ★, only where it is beyond run-to-run noise)", "", "| metric | " + " | ".join(fams) + " |",
-            "|---|" + "---:|" * len(fams)]
+    out += [*(f"{line}  " for line in _intro(report)), "", INTERVAL_NOTE, ""]
+    if report.analysis:
+        out += [f"**Summary.** {report.analysis[-1]}", ""]
+    for view in section_views(report):
+        ref = any(_reference_cell(report, r) for r in view.rows)
+        out += [f"## {view.section.title}", "", f"*{view.section.question}*", "",
+                "| metric | " + " | ".join(fams) + (" | real vs real |" if ref else " |"),
+                "|---|" + "---:|" * (len(fams) + ref)]
+        for row in view.rows:
+            cells = []
+            for fam in fams:
+                text, best = _cell(row, fam, report.noise)
+                cells.append(f"**{text}** ★" if best else text)
+            extra = f" | {_reference_cell(report, row)}" if ref else ""
+            out.append(f"| {row.label} | " + " | ".join(cells) + extra + " |")
+        out += ["", *(f"- {line}" for line in view.sentences)]
+        if view.section.reference:
+            out += [f"- {view.section.reference}"]
+        if view.figure is not None:
+            out += ["", f"![{view.section.title}]({view.figure.relative_to(artifacts.REPORTS).as_posix()})"]
+        out.append("")
+    for sweep in report.sweeps:
+        out += ["## Parameter sweep", "", f"![sweep]({sweep.relative_to(artifacts.REPORTS).as_posix()})", ""]
+    if report.notes:
+        out += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
+    out += ["## Appendix: every metric", "", "| metric | " + " | ".join(fams) + " |", "|---|" + "---:|" * len(fams)]
     for row in report.rows:
         cells = []
         for fam in fams:
-            text, best = _cell(row, fam)
+            text, best = _cell(row, fam, report.noise)
             cells.append(f"**{text}** ★" if best else text)
         out.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    out += ["", "## Side by side", ""]
-    out += [f"![{name}]({p.relative_to(artifacts.REPORTS).as_posix()})" for name, p in report.comparison.items()]
-    for sweep in report.sweeps:
-        out += ["", "## Parameter sweep", "", f"![sweep]({sweep.relative_to(artifacts.REPORTS).as_posix()})"]
-    if report.notes:
-        out += ["", "## Notes", "", *(f"- {n}" for n in report.notes)]
     for r in report.families:
-        out += ["", f"## {r.family}", ""]
+        out += ["", f"### {r.family}", ""]
         out += [f"- {n}" for n in r.notes]
         out += [f"![{p.stem}]({p.relative_to(artifacts.REPORTS).as_posix()})" for p in r.figures]
     return "\n".join(out) + "\n"
@@ -191,36 +248,57 @@ def _inline(text: str) -> str:
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
-table{border-collapse:collapse;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .6rem}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}th,td{border:1px solid #ccc;padding:.25rem .6rem}
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.best{background:#dff5df;font-weight:bold}
-th{background:#f3f3f3}figure{display:inline-block;margin:.5rem;vertical-align:top}
+td.ref{color:#666;font-style:italic}th{background:#f3f3f3}figure{display:inline-block;margin:.5rem;vertical-align:top}
 figure img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}figcaption{font-size:.8rem;color:#555}
+p.question{font-style:italic;color:#444}nav a{margin-right:1rem}
 """
+
+
+def _html_table(report: Report, rows: list[Row], fams: list[str], with_reference: bool) -> str:
+    head = "".join(f"<th>{html.escape(f)}</th>" for f in fams) + ("<th>real vs real</th>" if with_reference else "")
+    body = []
+    for row in rows:
+        cells = []
+        for fam in fams:
+            text, best = _cell(row, fam, report.noise)
+            cells.append(f"<td class='num{' best' if best else ''}'>{html.escape(text)}{' ★' if best else ''}</td>")
+        if with_reference:
+            cells.append(f"<td class='num ref'>{html.escape(_reference_cell(report, row))}</td>")
+        body.append(f"<tr><td title='{html.escape(row.metric)}'>{html.escape(row.label)}</td>{''.join(cells)}</tr>")
+    return f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
 
 def render_html(report: Report) -> str:
     fams = [r.family for r in report.families]
+    views = section_views(report)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>facegen report</title><style>{STYLE}</style>"
              "</head><body><h1>facegen: model comparison</h1>"]
+    parts.append("<nav>" + "".join(f"<a href='#{html.escape(v.section.title.lower().replace(' ', '-'))}'>"
+                                   f"{html.escape(v.section.title)}</a>" for v in views)
+                 + "<a href='#appendix'>Appendix</a></nav>")
     parts += [f"<p>{_inline(line)}</p>" for line in _intro(report)]
-    parts.append("<h2>Analysis</h2><ul>" + "".join(f"<li>{_inline(line)}</li>" for line in report.analysis) + "</ul>")
-    head = "".join(f"<th>{html.escape(f)}</th>" for f in fams)
-    body = []
-    for row in report.rows:
-        cells = []
-        for fam in fams:
-            text, best = _cell(row, fam)
-            cells.append(f"<td class='num{' best' if best else ''}'>{html.escape(text)}{' ★' if best else ''}</td>")
-        body.append(f"<tr><td title='{html.escape(row.metric)}'>{html.escape(row.label)}</td>{''.join(cells)}</tr>")
-    parts.append(f"<h2>Comparison</h2><p>Best per row highlighted ★ (direction from metrics_tolerances.yaml) only where the gap to the runner-up exceeds 2·√(sd₁²+sd₂²) of the run-to-run noise measured in metrics_noise.json; otherwise the row is a tie and unmarked.</p>"
-                 f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>")
-    parts.append("<h2>Side by side</h2>" + "".join(_img(p, name) for name, p in report.comparison.items()))
+    parts.append(f"<p>{_inline(INTERVAL_NOTE)}</p>")
+    if report.analysis:
+        parts.append(f"<p><strong>Summary.</strong> {_inline(report.analysis[-1])}</p>")
+    for view in views:
+        anchor = html.escape(view.section.title.lower().replace(" ", "-"))
+        ref = any(_reference_cell(report, r) for r in view.rows)
+        parts.append(f"<h2 id='{anchor}'>{html.escape(view.section.title)}</h2>"
+                     f"<p class='question'>{html.escape(view.section.question)}</p>"
+                     + _html_table(report, view.rows, fams, ref))
+        items = view.sentences + ([view.section.reference] if view.section.reference else [])
+        parts.append("<ul>" + "".join(f"<li>{_inline(line)}</li>" for line in items) + "</ul>")
+        if view.figure is not None:
+            parts.append(_img(view.figure, view.section.title))
     for sweep in report.sweeps:
         parts.append("<h2>Parameter sweep</h2>" + _img(sweep, sweep.stem))
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_inline(n)}</li>" for n in report.notes) + "</ul>")
+    parts.append("<h2 id='appendix'>Appendix: every metric</h2>" + _html_table(report, report.rows, fams, False))
     for r in report.families:
-        parts.append(f"<h2 id='{html.escape(r.family)}'>{html.escape(r.family)}</h2>")
+        parts.append(f"<h3 id='{html.escape(r.family)}'>{html.escape(r.family)}</h3>")
         if r.notes:
             parts.append("<ul>" + "".join(f"<li>{_inline(n)}</li>" for n in r.notes) + "</ul>")
         parts += [_img(p, p.stem) for p in r.figures]
