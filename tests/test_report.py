@@ -107,6 +107,27 @@ def test_report_renders_with_every_family(outputs):
     assert json.loads(SUMMARY.read_text())["best"]["fid_facegen"] == "dcgan"
 
 
+def test_report_is_one_section_per_question_with_intervals_floors_and_ties(outputs):
+    """Each question gets its table (value ± measured interval, the real-vs-real floor where one
+    exists) and computed sentences; a gap inside the noise is written as a tie, never a win."""
+    artifacts.REFERENCE_METRICS.write_text(json.dumps({"fid_facegen": 0.4}))
+    write_report(build(FAMILIES, SPECS, {}, []))
+    page = artifacts.INDEX.read_text()
+    for title in ("Reconstruction", "Sample realism", "Disentanglement", "Cost", "Appendix: every metric"):
+        assert f">{title}</h2>" in page, title
+    assert "<th>real vs real</th>" in page and "<td class='num ref'>0.4</td>" in page
+    assert "3 ± 0.06" in page  # vae's FID 3.0 with 2 sd of its measured 1 % spread
+    md = artifacts.MARKDOWN.read_text()
+    assert md.index("## Reconstruction") < md.index("## Sample realism") < md.index("## Appendix: every metric")
+    close = {"vae": {"fid_facegen": 3.0}, "beta_vae": {"fid_facegen": 3.01}}
+    for fam, values in close.items():
+        artifacts.metrics_file(fam).write_text(json.dumps(values))
+    artifacts.metrics_file("dcgan").unlink()
+    write_report(build(FAMILIES, SPECS, {}, []))
+    page = artifacts.INDEX.read_text()
+    assert "tie, vae (3) and beta_vae (3.01) agree within run-to-run noise" in page and " ★</td>" not in page
+
+
 def test_report_renders_with_a_family_missing(outputs):
     artifacts.metrics_file("beta_vae").unlink()
     write_report(build(FAMILIES, SPECS, {}, []))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facegen.artifacts import write_npy
 from facegen.data.dataset import Batch, FaceSplit, load_split
 from facegen.errors import DataError
 
@@ -32,12 +33,7 @@ class CodeSplit(FaceSplit):
 
 def save_codes(codes_dir: Path, split: str, codes: np.ndarray) -> Path:
     """Write one split's code maps atomically (a killed run never leaves a half-written array)."""
-    codes_dir.mkdir(parents=True, exist_ok=True)
-    path = codes_dir / f"{split}.npy"
-    tmp = codes_dir / f".{split}.tmp.npy"
-    np.save(tmp, codes.astype(np.int16))
-    tmp.replace(path)
-    return path
+    return write_npy(codes_dir / f"{split}.npy", codes.astype(np.int16))
 
 
 def load_codes(codes_dir: Path, split: str, attributes: tuple[str, ...]) -> CodeSplit:

@@ -107,8 +107,7 @@ def _decode_split(run: TaskMap, paths: list[str], size: int, npy: Path, bar: tqd
         if len(paths) - keep.sum() > allowed:
             break
     if filled < len(paths):  # skipped images: rewrite with the true row count
-        np.save(npy.with_suffix(".tmp.npy"), images[:filled])
-        os.replace(npy.with_suffix(".tmp.npy"), npy)
+        artifacts.write_npy(npy, images[:filled])
     return keep
 
 

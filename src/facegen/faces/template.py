@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from facegen.artifacts import write_text
 from facegen.faces.align import Template
 from facegen.faces.detect import landmarks
 from facegen.faces.dlib_models import face_detector
@@ -102,10 +102,7 @@ def training_template(prepared_dir: Path, size: int, cache: Path | None = None) 
             return Template(np.array(data["points"]), data["source"])
     template = faces_template(np.load(train, mmap_mode="r"), size, str(train))
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"points": template.points.tolist(), "source": template.source}))
-        os.replace(tmp, file)
+        write_text(file, json.dumps({"points": template.points.tolist(), "source": template.source}))
     return template
 
 

@@ -22,6 +22,7 @@ holds only what the inputs determine.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import random
@@ -41,7 +42,7 @@ from facegen.distributed import Distributed
 from facegen.errors import TrainingDivergedError
 from facegen.models.base import GenerativeModel
 from facegen.runtime import Runtime, eval_mode
-from facegen.artifacts import atomic_save
+from facegen.artifacts import atomic_save, write_text
 from facegen.training.state import STATE_FORMAT, code_hash, load_matching, set_aside
 
 PROGRESS_EVERY = 20  # steps between progress-bar loss refreshes (each one is a host sync)
@@ -74,14 +75,12 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
 
 def write_history(history: list[dict[str, float]], path: Path) -> None:
     """Per-epoch CSV (a DVC plot): rewritten whole each epoch so a kill never leaves half a row."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(path, text.getvalue())
 
 
 def _mean(sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
