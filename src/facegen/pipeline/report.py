@@ -59,6 +59,7 @@ class Report:
     noise: Noise | None = None                                 # measured run-to-run spread: the intervals
     reference: dict[str, float] = field(default_factory=dict)  # real-vs-real floors (metrics/reference.json)
     specs: MetricSpecs | None = None
+    classifier_samples: int | None = None  # evaluate.num_samples: the classifier-feature metrics' sample count
 
 
 def _figures(directory: Path) -> list[Path]:
@@ -178,8 +179,22 @@ def section_views(report: Report) -> list[SectionView]:
             continue
         said = [sentence(r, report.specs, report.noise) for r in rows
                 if report.specs is not None and headline(r, report.specs)]
+        if any(r.metric.endswith("_inception") for r in rows):
+            said.append(_sample_counts(report))
         views.append(SectionView(section, rows, said, report.comparison.get(section.figure or "")))
     return views
+
+
+def _sample_counts(report: Report) -> str:
+    """The sample counts behind the realism numbers (FID's bias depends on them)."""
+    counts = next((r.metrics for r in report.families if "inception_n_fake" in r.metrics), {})
+    text = (f"Inception scores: {fmt(counts['inception_n_fake'])} samples per family against the first "
+            f"{fmt(counts['inception_n_real'])} test faces (KID over subsets of "
+            f"{fmt(counts['inception_kid_subset_size'])})." if counts else "")
+    if report.classifier_samples:
+        text += (f" Classifier-feature scores: {report.classifier_samples} samples against as many test faces "
+                 "(or the whole test split if smaller).")
+    return text.strip()
 
 
 def _reference_cell(report: Report, row: Row) -> str:
@@ -341,6 +356,7 @@ def report_stage(params: Params) -> Report:
                    params.tracking.experiment) as tracker:
         comparison = comparison_figures(evaluated, notes)
         report = build(families, load_specs(), comparison, notes)
+        report.classifier_samples = params.evaluate.num_samples
         outcome = write_report(report)
         # The comparison is browsable in the UI too: wins per family as metrics, the pages as artifacts.
         tracker.log_metrics({f"wins_{family}": float(n) for family, n in outcome["wins"].items()})
