@@ -52,3 +52,14 @@ def test_params_hash_tracks_values():
     p = load_params()
     assert params_hash(p.model("vae")) == params_hash(p.model("vae"))
     assert params_hash(p.model("vae")) != params_hash(p.model("beta_vae"))
+
+
+def test_gpu_profile_is_valid_and_uses_the_notebook_sizes():
+    """params-celeba-gpu.yaml (the research setting, docs/defaults.md) must load like params.yaml does."""
+    from pathlib import Path
+
+    profile = load_params(Path(__file__).resolve().parents[1] / "params-celeba-gpu.yaml")
+    assert profile.runtime.device == "cuda" and profile.data.source == "celeba"
+    assert profile.model("vae").latent_dim == 128 and profile.model("beta_vae").beta == 10.0
+    assert profile.model("vqvae").num_hiddens == 128 and profile.model("dcgan").ngf == 64
+    assert profile.evaluate.inception_samples == profile.evaluate.inception_real == 10000
