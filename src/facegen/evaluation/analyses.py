@@ -119,7 +119,7 @@ def sample_quality(ctx: EvalContext) -> dict[str, float]:
         ctx.notes.append("Inception FID/KID skipped: no cached test-face features (run the reference stage).")
     else:
         fake = _draw_samples(ctx, ctx.cfg.inception_samples, ctx.generator(8))
-        f_fake = inception_features(fake, ctx.cfg.batch_size, ctx.rt.device)
+        f_fake = inception_features(fake, device=ctx.rt.device)
         out.update(inception_scores(ctx.inception_reference, f_fake, kid_subsets=ctx.cfg.kid_subsets,
                                     kid_subset_size=ctx.cfg.kid_subset_size, seed=ctx.seed))
     if ctx.classifier is None:

