@@ -325,7 +325,8 @@ def summary(report: Report) -> dict:
     """The comparison's outcome for machines. The metrics themselves stay in metrics/<family>.json
     (repeating them here would list every number twice in `dvc metrics show`)."""
     return {
-        "best": {row.metric: row.best for row in report.rows if row.best is not None},
+        "best": {row.metric: row.best for row in report.rows
+                 if row.best is not None and report.specs is not None and headline(row, report.specs)},
         "wins": {family: len(rows) for family, rows in report.tally.items()},
         "wins_rows": report.tally,
         "evaluated": [r.family for r in report.families],
