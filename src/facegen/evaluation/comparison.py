@@ -148,6 +148,10 @@ def sentence(row: Row, specs: MetricSpecs, noise: Noise | None) -> str:
     best, second = _ranked(row.metric, row.values, specs)[:2]
     b, s = row.values[best], row.values[second]
     if row.best is None:  # the top two are not separated
+        if noise is not None and b != s and (measured(noise, best, row.metric) is None
+                                             or measured(noise, second, row.metric) is None):
+            return (f"**{row.label}**: not ranked, {best} ({fmt(b)}) vs {second} ({fmt(s)}): no measured "
+                    "run-to-run spread to tell the gap from noise.")
         why = "within run-to-run noise" if noise is not None and b != s else "exactly"
         return f"**{row.label}**: tie, {best} ({fmt(b)}) and {second} ({fmt(s)}) agree {why}."
     return f"**{row.label}**: {_comparison(best, b, second, s, specs(row.metric).direction)}."

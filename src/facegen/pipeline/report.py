@@ -156,7 +156,7 @@ def _cell(row: Row, family: str, noise: Noise | None = None) -> tuple[str, bool]
     if family not in row.values:
         return "–", False
     half = interval(noise, family, row.metric)
-    text = fmt(row.values[family]) + (f" ± {fmt(half)}" if half else "")
+    text = fmt(row.values[family]) + (f" ± {half:.2g}" if half else "")  # an interval needs 2 digits, not 4
     return text, row.best == family
 
 
