@@ -26,7 +26,7 @@ from pathlib import Path
 
 from facegen.errors import FacegenError
 from facegen.evaluation.metric_specs import SPECS_FILE, MetricSpecs, load_specs
-from facegen.evaluation.noise import NOISE_FILE, MIN_RUNS, Noise, load_noise
+from facegen.evaluation.noise import NOISE_FILE, Noise, load_noise
 from facegen.evaluation.comparison import fmt
 
 Metrics = dict[str, float]  # "file.json:metric" -> value
@@ -101,8 +101,8 @@ def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> Ver
     for key in sorted(old.keys() & new.keys()):
         spec = specs.for_key(key)
         o, n = old[key], new[key]
-        spread = noise.spread(key)
-        measured = spread is not None and spread.n >= MIN_RUNS
+        spread = noise.measured(key)
+        measured = spread is not None
         band = specs.rule.band(spread) if measured else math.nan
         change = Change(key, o, n, band, spec.worsening(o, n), spread.sd if measured else math.nan)
         broke = math.isfinite(o) and not math.isfinite(n)

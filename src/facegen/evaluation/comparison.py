@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facegen.evaluation.metric_specs import MetricSpecs
-from facegen.evaluation.noise import MIN_RUNS, Noise, Spread
+from facegen.evaluation.noise import Noise, Spread
 
 # Order of metric groups in the table: by name prefix; anything else comes last, alphabetically.
 GROUP_ORDER = ("recon_", "fid_", "kid_", "precision", "recall", "density", "coverage", "edit_", "identity_", "mig", "dci_",
@@ -50,8 +50,7 @@ def _best(name: str, values: dict[str, float], specs: MetricSpecs, noise: Noise 
 
 def measured(noise: Noise | None, family: str, metric: str) -> Spread | None:
     """The family's measured spread of ``metric``, if measured over enough runs (the gate's MIN_RUNS)."""
-    spread = noise.spread(f"{family}.json:{metric}") if noise is not None else None
-    return spread if spread is not None and spread.n >= MIN_RUNS else None
+    return noise.measured(f"{family}.json:{metric}") if noise is not None else None
 
 
 def interval(noise: Noise | None, family: str, metric: str, z: float = 2.0) -> float | None:

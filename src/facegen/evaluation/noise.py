@@ -105,6 +105,12 @@ class Noise:
     def spread(self, key: str) -> Spread | None:
         return self.spreads.get(key)
 
+    def measured(self, key: str) -> Spread | None:
+        """The spread of ``key`` if it was measured over at least MIN_RUNS runs, else None: the one
+        test of "is there a measured noise for this number", shared by the gate and the report."""
+        spread = self.spreads.get(key)
+        return spread if spread is not None and spread.n >= MIN_RUNS else None
+
 
 def load_noise(path: Path = NOISE_FILE) -> Noise:
     if not path.is_file():

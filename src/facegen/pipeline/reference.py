@@ -16,7 +16,7 @@ from facegen import artifacts
 from facegen.config import Params, params_hash, to_dict
 from facegen.data.dataset import FaceSplit, load_split
 from facegen.evaluation.distribution import frechet_distance, kernel_distance, precision_recall_density_coverage
-from facegen.evaluation.inception import inception_features, inception_scores
+from facegen.evaluation.inception import inception_features, reference_scores
 from facegen.models.checkpoint import load_attribute_classifier
 from facegen.runtime import seed_everything, setup_runtime
 from facegen.tracking import start_run
@@ -36,7 +36,7 @@ def reference(params: Params) -> dict[str, float]:
         f_test = inception_features(_first(test, cfg.inception_real, rt.device), device=rt.device)
         f_train = inception_features(_first(train, cfg.inception_samples, rt.device), device=rt.device)
         artifacts.write_npy(artifacts.REFERENCE_INCEPTION, f_test.numpy())
-        metrics = inception_scores(f_test, f_train, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
+        metrics = reference_scores(f_train, f_test, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
                                    seed=params.seed)
         classifier = load_attribute_classifier(rt.device)
         if classifier is not None:  # the classifier-feature floor, at evaluate's sample_quality sizes
