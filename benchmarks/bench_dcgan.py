@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks.timing import interleaved
+from benchmarks.timing import fp32_peak_flops, interleaved, machine, step_flops
 from facegen.config import DCGANConfig, load_params
 from facegen.models import build
 from facegen.data.dataset import Batch
@@ -134,7 +134,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     batch = torch.rand(args.batch_size, 3, 64, 64, generator=torch.Generator().manual_seed(params.seed))
     results: dict[str, object] = {
-        "device": str(rt.device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+        "machine": machine(), "device": str(rt.device), "threads": torch.get_num_threads(), "batch_size": args.batch_size,
         "precision": rt.precision, "channels_last": rt.channels_last, "rounds": args.rounds,
         "steps_per_round": args.steps,
     }
@@ -144,8 +144,15 @@ def main() -> None:
         return interleaved({"notebook": lambda: notebook(batch), "facegen": lambda: facegen(batch)},
                            args.batch_size, warmup=2, rounds=args.rounds, steps=args.steps, baseline="notebook")
 
-    timing = timed(notebook_step_fn(100, 64, 64, rt.device), facegen_step_fn(equal, 64, rt))
-    results["equal_width"] = {"nz": 100, "ngf": 64, "ndf": 64, **timing}
+    notebook = notebook_step_fn(100, 64, 64, rt.device)
+    timing = timed(notebook, facegen_step_fn(equal, 64, rt))
+    # FLOPs of the (equal) architecture, counted on the notebook's step: D twice on real+fake, G once.
+    flops = step_flops(lambda: notebook(batch)) / args.batch_size
+    peak = fp32_peak_flops(torch.get_num_threads())
+    for t in timing.values():
+        t["fraction_of_fp32_peak"] = t["img_per_s_median"] * flops / peak if peak else None
+    results["equal_width"] = {"nz": 100, "ngf": 64, "ndf": 64, "gflop_per_image_step": flops / 1e9,
+                              "fp32_peak_gflops": peak / 1e9, **timing}
     timing = timed(notebook_step_fn(default.nz, default.ngf, default.ndf, rt.device),
                    facegen_step_fn(default, params.data.image_size, rt))
     # facegen runs its default config (loss, spectral norm, EMA); the notebook its own step at that width.

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -77,13 +78,16 @@ def stage_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def run_stage(workdir: Path, argv: list[str], log) -> None:  # noqa: ANN001 - an open text file
+def run_stage(workdir: Path, argv: list[str], log) -> float:  # noqa: ANN001 - an open text file
+    """Run one stage script; return its wall seconds (Python start-up and MLflow included)."""
     cmd = [sys.executable, f"stages/{argv[0]}", *argv[1:]]
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
+    start = time.perf_counter()
     done = subprocess.run(cmd, cwd=workdir, env=stage_env(workdir), stdout=log, stderr=subprocess.STDOUT)
     if done.returncode:
         raise SystemExit(f"stage {shlex.join(argv)} failed (exit {done.returncode}); see {log.name}")
+    return time.perf_counter() - start
 
 
 def one_run(workdir: Path, seed: int, precision: str, resolved: str, log) -> dict[str, object]:  # noqa: ANN001
@@ -91,12 +95,15 @@ def one_run(workdir: Path, seed: int, precision: str, resolved: str, log) -> dic
         shutil.rmtree(workdir / name, ignore_errors=True)
     set_params(workdir, seed, precision)
     start = time.perf_counter()
-    for argv in STAGES:
-        run_stage(workdir, list(argv), log)
+    # Stage times make each run a pipeline timing too (every stage but prepare, without dvc's own overhead).
+    stage_seconds = {" ".join(argv): round(run_stage(workdir, list(argv), log), 1) for argv in STAGES}
     metrics = {}
     for family_file in sorted((workdir / "metrics").glob("*.json")):
         metrics[family_file.name] = json.loads(family_file.read_text())
     return {"seed": seed, "precision": resolved, "seconds": round(time.perf_counter() - start, 1),
+            "stage_seconds": stage_seconds,
+            # the largest stage process so far in this bench (Linux ru_maxrss: KiB; never decreases)
+            "peak_rss_process_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "metrics": metrics}
 
 
@@ -169,7 +176,8 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     doc = {**header, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "runs": [{k: r[k] for k in ("seed", "precision", "seconds", "source") if k in r} for r in runs],
+           "runs": [{k: r[k] for k in ("seed", "precision", "seconds", "stage_seconds", "peak_rss_process_mb", "source")
+                     if k in r} for r in runs],
            "metrics": summarise([r["metrics"] for r in runs])}
     (REPO / NOISE_FILE).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     print(f"wrote {NOISE_FILE} ({len(doc['metrics'])} metrics, {len(runs)} runs)")

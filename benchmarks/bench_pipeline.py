@@ -10,7 +10,12 @@ every 0.2 s over the whole process tree (dvc, each stage's python, prepare's wor
 (getrusage of the waited children, exact). Stage durations come from timestamping dvc's
 "Running stage" lines. Slow (~15 min on 2 cores): run via ``python -m benchmarks --pipeline``.
 
-Run: ``python -m benchmarks.bench_pipeline [--keep] [--timeout-min M]`` -> benchmarks/results/pipeline.json.
+``--precision fp32`` sets ``runtime.precision`` in the copy's params.yaml, so a bf16-capable CPU also
+measures the fp32 path an AVX2-only CPU takes (same kernels family, not the same clock: the JSON
+records the CPU and its flags). Results go to ``pipeline_<precision>.json``.
+
+Run: ``python -m benchmarks.bench_pipeline [--precision auto|fp32|bf16] [--keep] [--timeout-min M]``
+-> benchmarks/results/pipeline_<precision>.json.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from pathlib import Path
 from benchmarks.timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "pipeline.json"
+RESULTS_DIR = REPO / "benchmarks" / "results"
 # Paths relative to the repository root that are outputs, stores or environments, not source.
 NOT_COPIED = {".venv", "data", "models", "mlartifacts", ".facegen_state", ".dvc/cache", ".dvc/tmp", "reports",
               "metrics", "benchmarks/results", "benchmarks/results.json"}
@@ -48,6 +53,15 @@ def copy_repo(dest: Path) -> None:
         return set(anywhere(directory, names)) | {n for n in names if (rel / n).as_posix() in NOT_COPIED}
 
     shutil.copytree(REPO, dest, ignore=ignore, symlinks=True, dirs_exist_ok=True)
+
+
+def set_precision(params: Path, precision: str) -> None:
+    """Rewrite ``runtime.precision`` in a params.yaml copy, keeping its comments (one-line edit)."""
+    text = params.read_text()
+    new, count = re.subn(r"(?m)^(\s+precision:\s*)\S+", rf"\g<1>{precision}", text, count=1)
+    if count != 1:
+        raise SystemExit(f"{params}: no runtime.precision line to set")
+    params.write_text(new)
 
 
 def tree_rss_bytes(root_pid: int) -> int:
@@ -136,18 +150,22 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temp copy (its path is printed)")
     ap.add_argument("--timeout-min", type=float, default=None,
                     help="kill the repro after this many minutes (stage times so far are still recorded)")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="runtime.precision for the run (fp32: the path AVX2-only CPUs take)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facegen-pipeline-"))
     try:
         copy_repo(workdir)
+        set_precision(workdir / "params.yaml", args.precision)
         before = machine()
-        result = {"machine": before, **run_repro(workdir, args.timeout_min), "machine_after": machine(),
-                  "workdir": str(workdir)}
+        result = {"machine": before, "precision": args.precision, **run_repro(workdir, args.timeout_min),
+                  "machine_after": machine(), "workdir": str(workdir)}
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results = RESULTS_DIR / f"pipeline_{args.precision}.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     sys.exit(1 if result["returncode"] else 0)
 

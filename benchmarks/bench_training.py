@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from benchmarks.timing import interleaved, machine
+from benchmarks.timing import fp32_peak_flops, interleaved, machine, step_flops
 from facegen.config import DataConfig, SyntheticConfig, VAEConfig, VQVAEConfig, load_params
 from facegen.data.dataset import FaceSplit, load_split
 from facegen.data.prepare import prepare
@@ -218,8 +218,10 @@ def ladder(rt: Runtime, with_compile: bool) -> dict[str, tuple[Runtime, bool]]:
              "+ fused Adam": (dataclasses.replace(plain, channels_last=True), True)}
     if rt.amp_dtype is not None:  # what precision: auto picked on this machine (bf16 CPUs, CUDA)
         rungs["+ bf16 autocast"] = (dataclasses.replace(plain, amp_dtype=rt.amp_dtype, channels_last=True), True)
-    if with_compile:
-        rungs["+ torch.compile"] = (dataclasses.replace(rt, channels_last=True, compile=True), True)
+    if with_compile:  # fp32 (the AVX2 CPUs' path), then with the precision auto picked, if that differs
+        rungs["+ torch.compile fp32"] = (dataclasses.replace(plain, channels_last=True, compile=True), True)
+        if rt.amp_dtype is not None:
+            rungs["+ bf16 + torch.compile"] = (dataclasses.replace(rt, channels_last=True, compile=True), True)
     return rungs
 
 
@@ -236,11 +238,21 @@ def bench_family(family: str, rt: Runtime, split: FaceSplit, args: argparse.Name
         contenders[name] = step
     timing = interleaved(contenders, BATCH, warmup=args.warmup, rounds=args.rounds, steps=args.steps,
                          baseline="notebook")
+    # Same FLOPs for every contender (equal architecture): count the notebook's step once.
+    flops = step_flops(lambda: notebook(reference_batch)) / BATCH
+    peak = fp32_peak_flops(torch.get_num_threads())
+    for name, t in timing.items():
+        t["fraction_of_fp32_peak"] = t["img_per_s_median"] * flops / peak if peak else None
     # What the pipeline runs with these params: the last rung that the runtime settings switch on.
-    shipped = ("+ torch.compile" if rt.compile and args.compile
-               else "+ bf16 autocast" if rt.amp_dtype is not None else "+ fused Adam")
+    if rt.compile and args.compile:
+        shipped = "+ bf16 + torch.compile" if rt.amp_dtype is not None else "+ torch.compile fp32"
+    else:
+        shipped = "+ bf16 autocast" if rt.amp_dtype is not None else "+ fused Adam"
+    fp32 = "+ torch.compile fp32" if rt.compile and args.compile else "+ fused Adam"
     return {"config": dataclasses.asdict(EQUAL[family]), "first_step_s": warmup_s, "contenders": timing,
-            "shipped": shipped, "speedup_vs_notebook": timing[shipped]["speedup_median"]}
+            "gflop_per_image_step": flops / 1e9, "fp32_peak_gflops": peak / 1e9,
+            "shipped": shipped, "speedup_vs_notebook": timing[shipped]["speedup_median"],
+            "fp32_shipped": fp32, "fp32_speedup_vs_notebook": timing[fp32]["speedup_median"]}
 
 
 # -- data loading -------------------------------------------------------------------------------

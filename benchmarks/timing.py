@@ -48,6 +48,38 @@ def interleaved(contenders: dict[str, Step], images_per_step: int, *, warmup: in
     return out
 
 
+def step_flops(step: Step) -> float:
+    """FLOPs of one call of ``step`` (convolutions and matmuls, forward and backward), counted by
+    ``torch.utils.flop_counter.FlopCounterMode``; elementwise ops are not counted (they are memory-bound)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def fp32_peak_flops(threads: int) -> float:
+    """The cores' fp32 peak, FLOP/s: threads x clock x FLOPs per cycle per core.
+
+    Per cycle: 2 FMA pipes x SIMD lanes x 2 (multiply + add) = 64 with 512-bit FMA units (Intel
+    AVX-512), 32 with 256-bit ones (AVX2 + FMA, and AMD Zen 4, whose AVX-512 runs on 256-bit pipes),
+    16 otherwise. Clock: the largest ``cpu MHz`` in /proc/cpuinfo (nominal in a VM; turbo can exceed it).
+    """
+    from facegen.runtime import cpu_flags
+
+    flags, mhz, vendor = cpu_flags(), 0.0, ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("cpu MHz"):
+                mhz = max(mhz, float(line.split(":", 1)[1]))
+            elif line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    per_cycle = 64 if "avx512f" in flags and vendor == "GenuineIntel" else 32 if {"avx2", "fma"} <= flags else 16
+    return threads * mhz * 1e6 * per_cycle
+
+
 def machine() -> dict[str, object]:
     """What the numbers were measured on, and how busy it was."""
     model = "unknown"
@@ -58,7 +90,13 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {"cpu": model, "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
+    from facegen.runtime import BF16_CPU_FLAGS, cpu_flags  # the flags precision=auto decides on
+
+    flags = cpu_flags()
+    shown = sorted(flags & (BF16_CPU_FLAGS | {"avx2", "avx512f", "amx_tile", "fma"}))
+    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": shown,
+            "auto_precision": "bf16" if flags & BF16_CPU_FLAGS else "fp32",
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def end_to_end(train_img_s: float, load_img_s: float) -> float:

@@ -187,7 +187,7 @@ def test_ungated_metrics_are_only_speed_counts_diagnostics_and_per_attribute_row
     allowed = ("_per_s", "num_parameters", "kid_facegen_std", "kid_inception_std", "d_real_test", "d_fake_samples",
                "active_dims", "decoder_sigma", "iwae_k", "inception_n_real", "inception_n_fake",
                "inception_kid_subset_size", "edit_chance_at_pres90_mean")
-    per_attribute = ("edit_success_", "test_acc_")
+    per_attribute = ("edit_success_", "edit_chance_", "test_acc_")
     for name in ungated:
         assert name.endswith(allowed) or (name.startswith(per_attribute) and not name.endswith("_mean")), name
 

@@ -99,3 +99,49 @@ def test_importance_samples_average_to_minus_the_kl(tiny_vae_cfg):
     assert all(m.shape == x.shape and r.shape == (3,) and torch.isfinite(r).all() for m, r in draws)
     mean_log_ratio = torch.stack([r for _, r in draws]).mean(0)
     assert torch.allclose(mean_log_ratio, -kl_per_dim(mu, logvar).sum(1), atol=0.15)
+
+
+def test_onecycle_resume_matches_uninterrupted_and_a_changed_schedule_starts_fresh(tiny_vae_cfg, split, rt, tmp_path):
+    """A kill after epoch 1 of a 3-epoch one-cycle run resumes onto the same schedule (same weights);
+    a state cut for a 1-epoch schedule is set aside rather than continued past its end."""
+    cfg = dataclasses.replace(tiny_vae_cfg, train=dataclasses.replace(tiny_vae_cfg.train, epochs=3, schedule="onecycle"))
+    full, _ = _train(cfg, split, rt)
+    state = tmp_path / "state.pt"
+
+    def kill(epoch, row, images):  # noqa: ANN001  (called before epoch 2's state is saved: 1 is on disk)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    generator = seed_everything(7)  # as _train: seeded before the model is built
+    model = rt.prepare(build("vae", cfg, 16))
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, split, None, cfg.train, rt, generator, state_path=state, on_epoch=kill)
+    resumed, result = _train(cfg, split, rt, state)
+    assert result.resumed_from_epoch == 1
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+    state.unlink()
+    _train(short, split, rt, state)
+    with pytest.warns(UserWarning, match="learning-rate schedule"):
+        _, fresh = _train(cfg, split, rt, state)
+    assert fresh.resumed_from_epoch == 0 and len(fresh.history) == 3
+
+
+def test_onecycle_warms_up_then_anneals(tiny_vae_cfg):
+    from facegen.training.loop import lr_schedulers
+
+    model = build("vae", tiny_vae_cfg, 16)
+    opts = model.optimizers()
+    tcfg = dataclasses.replace(tiny_vae_cfg.train, epochs=2, schedule="onecycle")
+    sched, = lr_schedulers(opts, tcfg, steps_per_epoch=50).values()
+    lrs = []
+    for _ in range(100):
+        lrs.append(opts["adam"].param_groups[0]["lr"])
+        opts["adam"].step()
+        sched.step()
+    peak = max(range(100), key=lrs.__getitem__)
+    assert abs(lrs[peak] - tcfg.lr) < 1e-9 and 25 <= peak <= 35  # peak at 30 % of the steps
+    assert lrs[0] < tcfg.lr / 20 and lrs[-1] < tcfg.lr / 100
+    assert opts["adam"].param_groups[0]["betas"] == (0.9, 0.999)  # momentum not cycled
+    assert lr_schedulers(opts, tiny_vae_cfg.train, 50) == {}  # constant: no scheduler

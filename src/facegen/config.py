@@ -114,6 +114,10 @@ class TrainConfig:
     batch_size: int = field(default=64, metadata=rng(ge=1))
     lr: float = field(default=1e-3, metadata=rng(gt=0))
     max_steps_per_epoch: int = field(default=0, metadata=rng(ge=0))  # 0 = full epoch
+    # constant: lr throughout (the notebook). onecycle: linear warm-up over the first 30 % of all steps
+    # to lr, then cosine annealing to ~0 (Smith & Topin 2019, "Super-convergence"), which reaches a
+    # given loss in fewer epochs (measured per family in docs/defaults.md).
+    schedule: Literal["constant", "onecycle"] = "constant"
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ Metrics (``SweepResult.metrics``; all in [0, 1], **higher is better** unless sai
 * ``edit_chance_at_pres90_mean`` - the headline's value for random directions (direction: none, a
   reference line): the report can say a family's edits are "above chance" when the headline exceeds
   it.
+* ``edit_chance_at_pres90_<Attr>`` - the same per attribute: the line each attribute's success must
+  clear (``evaluation.expectations`` checks every family and attribute against it).
 
 When a curve never drops to the budget within the sweep, its value is the best success over the
 whole sweep, a lower bound of what a larger step would reach; ``SweepResult.notes`` says so.
@@ -284,6 +286,7 @@ def edit_sweep(decode: Decode, judge: Judge, z: torch.Tensor, directions: dict[s
         pres = [1.0] + [v[1] / chance_directions for v in chance_sum[name][1:]]
         point = success_within_budget(grid, succ, pres, preservation)
         curves["chance"][name] = {"success": succ, "preservation": pres, "success_at_target": point.success}
+        metrics[f"edit_chance_at_pres{pct}_{name}"] = point.success
         chance_points.append(point.success)
     per_attr = [curves["attributes"][n] for n in names]
     metrics[f"edit_success_at_pres{pct}_mean"] = sum(c["success_at_target"] for c in per_attr) / len(names)

@@ -24,6 +24,7 @@ from facegen.config import Params, params_hash
 from facegen.errors import FacegenError
 from facegen.evaluation.comparison import SECTIONS, Row, Section, analysis, comparison_rows, fmt, headline, interval, \
     sentence, wins
+from facegen.evaluation.expectations import Verdict, judge_all
 from facegen.evaluation.metric_specs import MetricSpecs, load_specs
 from facegen.evaluation.noise import NOISE_FILE, Noise, load_noise
 from facegen.reporting.edit_curves import plot_edit_curves
@@ -60,6 +61,7 @@ class Report:
     reference: dict[str, float] = field(default_factory=dict)  # real-vs-real floors (metrics/reference.json)
     specs: MetricSpecs | None = None
     classifier_samples: int | None = None  # evaluate.num_samples: the classifier-feature metrics' sample count
+    verdicts: list[Verdict] = field(default_factory=list)  # the families' known strengths, judged (expectations.py)
 
 
 def _figures(directory: Path) -> list[Path]:
@@ -96,7 +98,13 @@ def build(families: list[str], specs: MetricSpecs, comparison: dict[str, Path], 
     rows = comparison_rows(metrics, specs, noise)
     return Report(present, missing, rows, analysis(metrics, specs, noise), _read_json(artifacts.CLASSIFIER_METRICS, {}),
                   comparison, sweeps, notes, tally=wins(rows, [r.family for r in present], specs), noise=noise,
-                  reference=_read_json(artifacts.REFERENCE_METRICS, {}), specs=specs)
+                  reference=_read_json(artifacts.REFERENCE_METRICS, {}), specs=specs,
+                  verdicts=judge_all(metrics, specs, noise))
+
+
+MARK = {"met": "✓ met", "not met": "✗ not met", "not judged": "? not judged"}
+STRENGTHS_INTRO = ("What each family is known for in the literature, checked on this run's numbers with the same "
+                   "tie rule as the tables (src/facegen/evaluation/expectations.py).")
 
 
 def comparison_figures(families: list[str], notes: list[str]) -> dict[str, Path]:
@@ -213,6 +221,11 @@ def render_markdown(report: Report) -> str:
     out += [*(f"{line}  " for line in _intro(report)), "", INTERVAL_NOTE, ""]
     if report.analysis:
         out += [f"**Summary.** {report.analysis[-1]}", ""]
+    if report.verdicts:
+        out += ["## Known strengths", "", STRENGTHS_INTRO, ""]
+        for v in report.verdicts:
+            out += [f"- **{MARK[v.status]}**: {v.claim}", *(f"  - {line}" for line in v.shown())]
+        out.append("")
     for view in section_views(report):
         ref = any(_reference_cell(report, r) for r in view.rows)
         out += [f"## {view.section.title}", "", f"*{view.section.question}*", "",
@@ -290,13 +303,18 @@ def render_html(report: Report) -> str:
     views = section_views(report)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>facegen report</title><style>{STYLE}</style>"
              "</head><body><h1>facegen: model comparison</h1>"]
-    parts.append("<nav>" + "".join(f"<a href='#{html.escape(v.section.title.lower().replace(' ', '-'))}'>"
+    parts.append("<nav>" + ("<a href='#known-strengths'>Known strengths</a>" if report.verdicts else "") + "".join(f"<a href='#{html.escape(v.section.title.lower().replace(' ', '-'))}'>"
                                    f"{html.escape(v.section.title)}</a>" for v in views)
                  + "<a href='#appendix'>Appendix</a></nav>")
     parts += [f"<p>{_inline(line)}</p>" for line in _intro(report)]
     parts.append(f"<p>{_inline(INTERVAL_NOTE)}</p>")
     if report.analysis:
         parts.append(f"<p><strong>Summary.</strong> {_inline(report.analysis[-1])}</p>")
+    if report.verdicts:
+        parts.append(f"<h2 id='known-strengths'>Known strengths</h2><p>{_inline(STRENGTHS_INTRO)}</p><ul>"
+                     + "".join(f"<li><strong>{MARK[v.status]}</strong>: {_inline(v.claim)}<ul>"
+                               + "".join(f"<li>{_inline(line)}</li>" for line in v.shown()) + "</ul></li>"
+                               for v in report.verdicts) + "</ul>")
     for view in views:
         anchor = html.escape(view.section.title.lower().replace(" ", "-"))
         ref = any(_reference_cell(report, r) for r in view.rows)
@@ -329,6 +347,7 @@ def summary(report: Report) -> dict:
                  if row.best is not None and report.specs is not None and headline(row, report.specs)},
         "wins": {family: len(rows) for family, rows in report.tally.items()},
         "wins_rows": report.tally,
+        "expectations": {v.claim: v.status for v in report.verdicts},
         "evaluated": [r.family for r in report.families],
         "missing_families": report.missing,
     }
@@ -361,6 +380,7 @@ def report_stage(params: Params) -> Report:
         outcome = write_report(report)
         # The comparison is browsable in the UI too: wins per family as metrics, the pages as artifacts.
         tracker.log_metrics({f"wins_{family}": float(n) for family, n in outcome["wins"].items()})
+        tracker.log_metrics({"expectations_met": float(sum(v.status == "met" for v in report.verdicts))})
         for path in (INDEX, MARKDOWN, SUMMARY, *comparison.values(), *report.sweeps):
             tracker.log_artifact(path)
     return report

@@ -5,6 +5,8 @@ know what a row or column means (edit scale, latent dimension, family name).
 """
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 from typing import Sequence
 
@@ -62,8 +64,10 @@ def save_labelled_rows(rows: Sequence[torch.Tensor], path: Path, *, row_labels: 
                        col_labels: Sequence[str] | None = None, title: str = "") -> Path:
     """One image row per entry of ``rows`` (each (K, 3, H, W)), labelled on the left and on top."""
     n_rows, n_cols = len(rows), max(r.shape[0] for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 * n_cols + 1.2, 1.2 * n_rows + (0.5 if title else 0.2)),
-                             squeeze=False)
+    width = 1.2 * n_cols + 1.2
+    # A long title on a narrow grid is cut at both edges: wrap it to ~11 characters per inch at 10 pt.
+    lines = textwrap.wrap(title, max(int(width * 11), 20)) if title else []
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, 1.2 * n_rows + 0.2 + 0.25 * len(lines)), squeeze=False)
     for i, row in enumerate(rows):
         imgs = row.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
         for j in range(n_cols):
@@ -78,6 +82,6 @@ def save_labelled_rows(rows: Sequence[torch.Tensor], path: Path, *, row_labels: 
                 ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
             if i == 0 and col_labels is not None and j < len(col_labels):
                 ax.set_title(col_labels[j], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=10)
     return save_figure(fig, path)

@@ -97,8 +97,29 @@ def _shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
+def lr_schedulers(opts: dict[str, torch.optim.Optimizer], tcfg: TrainConfig, steps_per_epoch: int
+                  ) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+    """One per-step scheduler per optimiser for ``tcfg.schedule`` (none for ``constant``).
+
+    ``onecycle`` is torch's OneCycleLR peaking at ``tcfg.lr`` after 30 % of the steps (``linear``
+    warm-up from lr/25, cosine decay to lr/1e4). Momentum is *not* cycled: it would overwrite
+    Adam's β1, which the DCGAN sets to 0.5 on purpose (Radford et al. 2016).
+    """
+    if tcfg.schedule == "constant":
+        return {}
+    total = max(tcfg.epochs * steps_per_epoch, 1)
+    return {name: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=total, pct_start=0.3,
+                                                      anneal_strategy="cos", cycle_momentum=False)
+            for name, opt in opts.items()}
+
+
+def _schedule_key(states: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: (st.get("total_steps"), st.get("_schedule_phases") is not None) for name, st in states.items()}
+
+
 def _resume(state_path: Path | None, code: str, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
-            generator: torch.Generator, result: FitResult) -> None:
+            scheds: dict[str, torch.optim.lr_scheduler.LRScheduler], generator: torch.Generator,
+            result: FitResult) -> None:
     """Continue from the last completed epoch when ``state_path`` holds this code's state for this model.
 
     A state that does not fit (other code, other tensor shapes, other optimisers) is set aside with
@@ -111,9 +132,15 @@ def _resume(state_path: Path | None, code: str, model: GenerativeModel, opts: di
     if _shapes(state["model"]) != _shapes(model.state_dict()) or set(state["optimizers"]) != set(opts):
         set_aside(state_path, f"holds a different {model.family} architecture")
         return
+    # A schedule is a function of the run's total steps: one cut for 1 epoch cannot continue a run of 3.
+    if _schedule_key(state.get("schedulers", {})) != _schedule_key({k: s.state_dict() for k, s in scheds.items()}):
+        set_aside(state_path, "holds a different learning-rate schedule (schedule or epochs changed)")
+        return
     try:  # Optimizer.load_state_dict checks group and parameter counts before it changes anything
         for name, opt in opts.items():
             opt.load_state_dict(state["optimizers"][name])
+        for name, sched in scheds.items():
+            sched.load_state_dict(state["schedulers"][name])
     except (ValueError, KeyError) as err:
         set_aside(state_path, f"holds optimiser state that does not fit ({err})")
         return
@@ -146,15 +173,16 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
     code = code_hash()  # at entry: by now the same code has always loaded the same modules
     opts = rt.optimizers(model)
     result = FitResult()
-    _resume(state_path, code, model, opts, generator, result)
     batch_size = dist.local_batch(tcfg.batch_size)
+    steps_per_epoch = train.num_batches(batch_size, drop_last=True, world_size=dist.world_size)
+    if tcfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, tcfg.max_steps_per_epoch)
+    scheds = lr_schedulers(opts, tcfg, steps_per_epoch)
+    _resume(state_path, code, model, opts, scheds, generator, result)
     if dist.enabled:
         distributed.broadcast_state(model)
         distributed.average_gradients(opts.values(), dist.world_size)
         distributed.decorrelate_rng(dist.rank)
-    steps_per_epoch = train.num_batches(batch_size, drop_last=True, world_size=dist.world_size)
-    if tcfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, tcfg.max_steps_per_epoch)
     for epoch in range(result.resumed_from_epoch, tcfg.epochs):
         model.train()
         sums: dict[str, torch.Tensor] = {}
@@ -170,6 +198,8 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
                 break
             with rt.autocast():
                 out = model.train_step(batch, opts)
+            for sched in scheds.values():
+                sched.step()
             if dist.enabled:
                 distributed.average_buffers(model, dist.world_size)
             _accumulate(sums, out)
@@ -199,6 +229,7 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
                 atomic_save({
                     "format": STATE_FORMAT, "code": code, "epoch": epoch + 1, "model": model.state_dict(),
                     "optimizers": {k: o.state_dict() for k, o in opts.items()},
+                    "schedulers": {k: s.state_dict() for k, s in scheds.items()},
                     "rng": _rng_state(generator), "history": result.history,
                 }, state_path)
         if bad is not None:

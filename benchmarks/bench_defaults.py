@@ -1,0 +1,93 @@
+"""Screen a candidate default: train one family with overrides, run chosen evaluate analyses, JSON out.
+
+How the numbers in docs/defaults.md were produced: ``training.loop.fit`` on the prepared default
+data (``dvc repro prepare`` first; the reference stage's Inception features too for
+``sample_quality``), the same code the pipeline runs, without MLflow or DVC so candidates are
+cheap to compare. Overrides are a JSON object merged into the family's params section, e.g.
+
+    python -m benchmarks.bench_defaults vae --set '{"latent_dim": 10, "train": {"schedule": "onecycle"}}' \\
+        --analyses reconstruction,disentanglement,sample_quality
+
+Each run appends one JSON line (config, training seconds, last epoch's losses, metrics) to
+``benchmarks/results/defaults.jsonl``. Time nothing else meanwhile: training seconds are recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.timing import machine
+from facegen import artifacts
+from facegen.config import load_params, to_dict
+from facegen.data.dataset import load_split
+from facegen.evaluation import analyses
+from facegen.evaluation.context import EvalContext
+from facegen.models import build
+from facegen.models.checkpoint import load_attribute_classifier
+from facegen.runtime import seed_everything, setup_runtime
+from facegen.training.loop import fit
+
+RESULTS = Path(__file__).parent / "results" / "defaults.jsonl"
+
+
+def override(cfg: Any, changes: dict[str, Any]) -> Any:
+    """A config dataclass with ``changes`` applied (nested dicts go into nested dataclasses)."""
+    kw = {}
+    for key, value in changes.items():
+        current = getattr(cfg, key)  # AttributeError names an unknown key
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            kw[key] = override(current, value)
+        else:
+            kw[key] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(cfg, **kw)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("family")
+    ap.add_argument("--set", default="{}", help="JSON overrides of models.<family>")
+    ap.add_argument("--analyses", default="reconstruction", help="comma-separated evaluation.analyses functions")
+    ap.add_argument("--precision", default=None, help="runtime.precision override (default: params.yaml)")
+    ap.add_argument("--seed", type=int, default=None)
+    args = ap.parse_args()
+    params = load_params(Path("params.yaml"))
+    if args.seed is not None:
+        params = dataclasses.replace(params, seed=args.seed)
+    runtime = params.runtime if args.precision is None else dataclasses.replace(params.runtime, precision=args.precision)
+    rt = setup_runtime(runtime)
+    seed_everything(params.seed)
+    cfg = override(params.model(args.family), json.loads(args.set))
+    attrs = params.data.attributes
+    train, val, test = (load_split(artifacts.PREPARED, s, attrs) for s in ("train", "val", "test"))
+    model = rt.prepare(build(args.family, cfg, params.data.image_size))
+    t0 = time.perf_counter()
+    history = fit(model, train, val, cfg.train, rt, torch.Generator().manual_seed(params.seed)).history
+    seconds = time.perf_counter() - t0
+    model.eval()
+    ref = artifacts.REFERENCE_INCEPTION
+    ctx = EvalContext(model=model, family=args.family, train=train, test=test, val=val, cfg=params.evaluate, rt=rt,
+                      seed=params.seed, out_dir=Path(f"/tmp/facegen-bench-defaults/{args.family}"),
+                      classifier=load_attribute_classifier(rt.device),
+                      inception_reference=torch.from_numpy(np.load(ref)) if ref.is_file() else None)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, float] = {}
+    for name in args.analyses.split(","):
+        metrics.update(getattr(analyses, name)(ctx))
+    row = {"family": args.family, "set": json.loads(args.set), "config": to_dict(cfg), "seed": params.seed,
+           "precision": rt.precision, "machine": machine(), "train_seconds": round(seconds, 1),
+           "last_epoch": history[-1], "metrics": metrics}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps({k: row[k] for k in ("family", "set", "precision", "train_seconds")} | {"metrics": metrics}))
+
+
+if __name__ == "__main__":
+    main()
