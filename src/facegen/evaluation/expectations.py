@@ -145,7 +145,8 @@ class AboveChance:
                 chance = _value(metrics, noise, family, f"{self.chance}{attr}")
                 outcome = _compare(f"{family} {attr} edit success", "higher", edit,
                                    Value("chance", chance.value, chance.spread), specs.rule)
-                if outcome.status == "not met":  # why, in the curve's terms (reports/<family>/edit_curves.json)
+                if outcome.status == "not met" and (edit.value or 0.0) <= (chance.value or 0.0):
+                    # why, in the sweep's terms (reports/<family>/edit_curves.json)
                     outcome = Outcome("not met", f"{outcome.text} (within the 90% budget its direction moves the "
                                                  "attribute no more than a random one: the attribute is entangled "
                                                  "with the others in this latent space, or barely encoded)")
