@@ -19,11 +19,11 @@ et al. 2018).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Union
 
 from facegen.evaluation.comparison import fmt, measured
-from facegen.evaluation.metric_specs import MetricSpecs
+from facegen.evaluation.metric_specs import MetricSpec, MetricSpecs
 from facegen.evaluation.noise import Noise, NoiseRule, Spread
 
 Status = Literal["met", "not met", "not judged"]
@@ -53,11 +53,11 @@ def _value(metrics: Metrics, noise: Noise | None, family: str, metric: str) -> V
     return Value(family, metrics.get(family, {}).get(metric), measured(noise, family, metric))
 
 
-def _compare(label: str, direction: str, a: Value, b: Value, rule: NoiseRule, by: float = 0.0) -> Outcome:
-    """``a`` better than ``b`` (in ``direction``), separated by ``rule`` and by at least ``by``."""
+def _compare(label: str, spec: MetricSpec, a: Value, b: Value, rule: NoiseRule, by: float = 0.0) -> Outcome:
+    """``a`` better than ``b`` in ``spec``'s direction, separated by ``rule`` and by at least ``by``."""
     if a.value is None or b.value is None:
         return Outcome("not judged", f"{label}: no value for {a.name if a.value is None else b.name}")
-    gap = (b.value - a.value) if direction == "lower" else (a.value - b.value)
+    gap = spec.worsening(a.value, b.value)  # how much worse b is than a: positive = a ahead
     text = f"{label}: {a} vs {b}"
     if a.spread is None or b.spread is None:
         return Outcome("not judged", f"{text}: no measured run-to-run spread")
@@ -78,7 +78,7 @@ class Beats:
     by: float = 0.0
 
     def judge(self, metrics: Metrics, specs: MetricSpecs, noise: Noise | None) -> list[Outcome]:
-        return [_compare(specs.label(self.metric), specs(self.metric).direction,
+        return [_compare(specs.label(self.metric), specs(self.metric),
                          _value(metrics, noise, self.family, self.metric),
                          _value(metrics, noise, self.other, self.metric), specs.rule, self.by)]
 
@@ -143,8 +143,8 @@ class AboveChance:
                     continue
                 edit = _value(metrics, noise, family, key)
                 chance = _value(metrics, noise, family, f"{self.chance}{attr}")
-                outcome = _compare(f"{family} {attr} edit success", "higher", edit,
-                                   Value("chance", chance.value, chance.spread), specs.rule)
+                outcome = _compare(f"{family} {attr} edit success", MetricSpec("higher"), edit,
+                                   replace(chance, name="chance"), specs.rule)
                 if outcome.status == "not met" and (edit.value or 0.0) <= (chance.value or 0.0):
                     # why, in the sweep's terms (reports/<family>/edit_curves.json)
                     outcome = Outcome("not met", f"{outcome.text} (within the 90% budget its direction moves the "
