@@ -114,7 +114,8 @@ def lr_schedulers(opts: dict[str, torch.optim.Optimizer], tcfg: TrainConfig, ste
 
 
 def _schedule_key(states: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {name: (st.get("total_steps"), st.get("_schedule_phases") is not None) for name, st in states.items()}
+    """Which optimisers are scheduled, and over how many steps (OneCycleLR's ``total_steps``)."""
+    return {name: st.get("total_steps") for name, st in states.items()}
 
 
 def _resume(state_path: Path | None, code: str, model: GenerativeModel, opts: dict[str, torch.optim.Optimizer],
