@@ -7,28 +7,30 @@ script trains and evaluates every family of the default ``params.yaml``
 
 - once per seed in ``--seeds`` (the first is the committed ``seed``) at ``runtime.precision: auto``
   (what a plain ``dvc repro`` picks on this machine), and
-- once at ``--other-seed`` (default: the committed seed) in the *other* precision (fp32 where
-  ``auto`` is bf16, forced bf16 autocast where ``auto`` is fp32: it runs on any CPU, only slower),
+- once per seed in ``--other-seeds`` (default: the committed seed and 1) in the *other* precision (fp32
+  where ``auto`` is bf16, forced bf16 autocast where ``auto`` is fp32: it runs on any CPU, only
+  slower),
 
 on one prepared dataset (``prepare`` runs once with the committed seed: the data is an input of
 the comparison, not part of its noise), then writes per ``<file>:<metric>`` the mean, standard
 deviation (n-1), min, max and n over all runs, with the per-run values and the command and machine
 in the header. It runs in a throw-away copy of the repository (like ``bench_pipeline``), the
 stages one after another with the same commands ``dvc.yaml`` uses, importing the copy's ``src/``.
-About 50 min on 2 idle cores (a Xeon with AMX: ~11 min per bf16 run, ~16 min for fp32); partial
+Five runs: ~75 min on 2 idle cores (a Xeon with AMX: ~13 min per bf16 run, ~20 min for fp32); partial
 results are kept after each run in ``benchmarks/results/noise_runs.json``, and ``--resume``
 continues from them.
 
-Run: ``python -m benchmarks.bench_noise [--seeds 1234 1 2] [--other-seed 1234] [--workspace-run]``
+Run: ``python -m benchmarks.bench_noise [--seeds 1234 1 2] [--other-seeds 1234 1] [--workspace-run]``
+(five runs: the gate's band narrows with every run, ``facegen.evaluation.noise``)
 
 ``--workspace-run`` records the committed-seed auto run from this checkout's own ``dvc repro``
 outputs (``metrics/*.json``, which ``dvc.lock`` pins) instead of repeating it in the copy: the
 same stages, params and machine, so the same numbers (runs are deterministic), one run less.
 
 ``--check-other-precision`` (no training) replays what CI on the other CPU kind does, from the
-recorded runs: it gates the other-precision run's metrics against the committed-seed auto run, with
-bands measured from the auto-precision seeds alone (leave-one-out: the run under test does not
-widen its own bands).
+recorded runs: it gates each other-precision run's metrics against the committed-seed auto run,
+with bands measured from all the other runs (leave-one-out: the run under test does not widen its
+own bands), and exits non-zero if any of them fails.
 """
 from __future__ import annotations
 
@@ -108,40 +110,42 @@ def one_run(workdir: Path, seed: int, precision: str, resolved: str, log) -> dic
 
 
 def check_other_precision(committed_seed: int) -> int:
-    """Gate the other-precision run against the committed-seed auto run; bands from the auto seeds only."""
+    """Gate each other-precision run against the committed-seed auto run; bands from the remaining runs."""
     from facegen.ci.metric_gate import main as gate_main
 
     doc = json.loads(RUNS_FILE.read_text())
     auto = doc["machine"]["auto_precision"]
-    same = [r for r in doc["runs"] if r["precision"] == auto]
-    other = next(r for r in doc["runs"] if r["precision"] != auto)
-    base = next(r for r in same if r["seed"] == committed_seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        dirs = {}
-        for name, run in (("committed", base), ("other", other)):
-            dirs[name] = Path(tmp) / name
-            dirs[name].mkdir()
-            for file, metrics in run["metrics"].items():
-                (dirs[name] / file).write_text(json.dumps(metrics))
-        noise = Path(tmp) / "noise.json"
-        noise.write_text(json.dumps({"metrics": summarise([r["metrics"] for r in same])}))
-        print(f"gate: seed {other['seed']} {other['precision']} vs seed {base['seed']} {base['precision']}, "
-              f"bands from the {len(same)} {auto} runs only")
-        return gate_main(["--metrics-dir", str(dirs["other"]), "--baseline-dir", str(dirs["committed"]),
-                          "--noise", str(noise), "--specs", str(REPO / "metrics_tolerances.yaml")])
+    base = next(r for r in doc["runs"] if r["precision"] == auto and r["seed"] == committed_seed)
+    failed = 0
+    for other in (r for r in doc["runs"] if r["precision"] != auto):
+        rest = [r for r in doc["runs"] if r is not other]
+        with tempfile.TemporaryDirectory() as tmp:
+            dirs = {}
+            for name, run in (("committed", base), ("other", other)):
+                dirs[name] = Path(tmp) / name
+                dirs[name].mkdir()
+                for file, metrics in run["metrics"].items():
+                    (dirs[name] / file).write_text(json.dumps(metrics))
+            noise = Path(tmp) / "noise.json"
+            noise.write_text(json.dumps({"metrics": summarise([r["metrics"] for r in rest])}))
+            print(f"gate: seed {other['seed']} {other['precision']} vs seed {base['seed']} {base['precision']}, "
+                  f"bands from the other {len(rest)} runs")
+            failed |= gate_main(["--metrics-dir", str(dirs["other"]), "--baseline-dir", str(dirs["committed"]),
+                                 "--noise", str(noise), "--specs", str(REPO / "metrics_tolerances.yaml")])
+    return failed
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds at precision auto (default: "
                     "params.yaml's seed, then 1 and 2)")
-    ap.add_argument("--other-seed", type=int, default=None, help="seed of the other-precision run (default: "
-                    "params.yaml's seed)")
+    ap.add_argument("--other-seeds", type=int, nargs="+", default=None, help="seeds of the other-precision runs "
+                    "(default: params.yaml's seed, then 1)")
     ap.add_argument("--resume", action="store_true", help=f"keep the runs already in {RUNS_FILE.name}")
     ap.add_argument("--workspace-run", action="store_true",
                     help="take the committed-seed auto run from this checkout's dvc repro outputs (metrics/*.json)")
     ap.add_argument("--check-other-precision", action="store_true",
-                    help="no training: gate the recorded other-precision run (leave-one-out bands)")
+                    help="no training: gate each recorded other-precision run (leave-one-out bands)")
     args = ap.parse_args()
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
     if args.check_other_precision:
@@ -149,7 +153,7 @@ def main() -> None:
     seeds = args.seeds or [committed["seed"], 1, 2]
     auto = "bf16" if cpu_flags() & BF16_CPU_FLAGS else "fp32"
     other = "fp32" if auto == "bf16" else "bf16"
-    plan = [(s, "auto") for s in seeds] + [(args.other_seed or committed["seed"], other)]
+    plan = [(s, "auto") for s in seeds] + [(s, other) for s in args.other_seeds or [committed["seed"], 1]]
     runs: list[dict[str, object]] = json.loads(RUNS_FILE.read_text())["runs"] if args.resume and \
         RUNS_FILE.is_file() else []
     if args.workspace_run and not any(r["seed"] == committed["seed"] and r["precision"] == auto for r in runs):

@@ -5,7 +5,8 @@
 
 Directions and gating flags come from ``metrics_tolerances.yaml`` (shared with the report); each
 metric's band comes from its measured run-to-run spread in ``metrics_noise.json`` (seeds x
-precision, ``python -m benchmarks.bench_noise``) through the one rule in ``band_rule``. A gated
+precision, ``python -m benchmarks.bench_noise``) through the one rule in ``band_rule``
+(``facegen.evaluation.noise``: a Student-t prediction bound, Bonferroni over the gated metrics). A gated
 metric that moved the wrong way from its committed value by more than its band fails the run with
 a table naming the committed value, the new one, the band and how many standard deviations away it
 is; a gated metric with no measured spread fails too (the gate cannot tell noise from a
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from facegen.errors import FacegenError
 from facegen.evaluation.metric_specs import SPECS_FILE, MetricSpecs, load_specs
-from facegen.evaluation.noise import NOISE_FILE, Noise, load_noise
+from facegen.evaluation.noise import MIN_RUNS, NOISE_FILE, Noise, load_noise
 from facegen.evaluation.comparison import fmt
 
 Metrics = dict[str, float]  # "file.json:metric" -> value
@@ -96,14 +97,20 @@ class Verdict:
     gone: list[str]
 
 
+def gated_count(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> int:
+    """How many gated metrics with a measured spread one gate run checks (the ``m`` of the band rule)."""
+    return sum(1 for key in old.keys() & new.keys() if specs.for_key(key).gate and noise.measured(key))
+
+
 def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> Verdict:
     regressions, unmeasured, changes = [], [], []
+    m = gated_count(old, new, specs, noise)
     for key in sorted(old.keys() & new.keys()):
         spec = specs.for_key(key)
         o, n = old[key], new[key]
         spread = noise.measured(key)
         measured = spread is not None
-        band = specs.rule.band(spread) if measured else math.nan
+        band = specs.rule.band(spread, m, two_sided=spec.direction == "none") if measured else math.nan
         change = Change(key, o, n, band, spec.worsening(o, n), spread.sd if measured else math.nan)
         broke = math.isfinite(o) and not math.isfinite(n)
         if spec.gate and (broke or (measured and change.worsening > band)):
@@ -140,6 +147,12 @@ def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise) ->
         return 0
     v = compare(old, new, specs, noise)
     rule = specs.rule
+    m = gated_count(old, new, specs, noise)
+    runs = sorted({s.n for s in noise.spreads.values()})
+    ks = ", ".join(f"{rule.k(n, m):.1f} at n = {n}" for n in runs if n >= MIN_RUNS)
+    print(f"bands: max(k sd, max - min, {rule.floor_rel:g} |mean|) over the runs in {noise.source}, "
+          f"k = sqrt(2) t_(n-1)(1 - {rule.false_alarm:g} / {m} gated metrics) = {ks or 'none measured'} "
+          f"(a no-change rerun on another CPU kind fails with probability <= {rule.false_alarm:g})\n")
     if v.changes:
         print(f"within the band, improved or not gated ({len(v.changes)}):\n{table(v.changes)}\n")
     if v.added:
@@ -153,8 +166,7 @@ def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise) ->
               f"{', '.join(c.key for c in v.unmeasured)}\n")
         failed = True
     if v.regressions:
-        print(f"METRIC GATE FAILED: {len(v.regressions)} regression(s) beyond the measured noise band "
-              f"(band = max({rule.k:g} sd, max - min, {rule.floor_rel:g} |mean|) over the runs in {noise.source}):\n"
+        print(f"METRIC GATE FAILED: {len(v.regressions)} regression(s) beyond the measured noise band:\n"
               f"{table(v.regressions)}")
         failed = True
     if failed:

@@ -68,7 +68,10 @@ def _rule(data: Any, where: str) -> NoiseRule:
         raise ConfigError(f"{where} must map {', '.join(sorted(known))} to numbers, got {data!r}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in data.values()):
         raise ConfigError(f"{where}: every field must be a number >= 0, got {data!r}")
-    return NoiseRule(**{k: float(v) for k, v in data.items()})
+    try:
+        return NoiseRule(**{k: float(v) for k, v in data.items()})
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 class MetricSpecs:

@@ -9,16 +9,24 @@ nowhere else; the report's tie rule reads the same file.
 
 The band rule (``NoiseRule``), one for every metric::
 
-    band = max(k * sd, max - min, floor_rel * |mean|)
+    band = max(k * sd, max - min, floor_rel * |mean|),   k = sqrt(2) * t_{n-1}(1 - false_alarm / m)
 
-``k * sd`` is the statistical part; with n = 4 runs an sd is itself uncertain by ~40 %, and one file
-gates ~100 metrics at once, so ``k`` is large (4: a Gaussian metric whose true sd we estimated
-right leaves the band on its bad side about once in 10^4 gate runs). The observed range is a floor
-because a value already seen in a rerun of the same code is not a regression. ``floor_rel`` keeps
-metrics that did not move in n runs (a saturated accuracy of 1.0) from being gated at zero width.
+``k * sd`` is the statistical part. Under "nothing changed but the CPU kind" a fresh run and the
+committed run are two draws of the same metric, so their difference over ``sd * sqrt(2)`` follows
+Student's t with n - 1 degrees of freedom (``sd`` is itself estimated from the n runs; with n = 3 it
+has two degrees of freedom and is often far too small). ``m`` is the number of gated metrics one
+gate run checks, so the one-sided tail ``false_alarm / m`` per metric (half that for a metric gated
+both ways) bounds the chance that a no-change rerun fails *any* of them by ``false_alarm``
+(Bonferroni; metrics are correlated, so the real rate is lower). With the fixed ``k = 4`` this
+replaced and n = 3 runs, an independent rerun failed one of ~100 Gaussian metrics about 4 times per
+gate run (simulated; ``tests/test_gate.py`` keeps the check), which is how a fresh clone on another
+CPU kind failed the gate. The observed range is a floor because a value already seen in a rerun of
+the same code is not a regression. ``floor_rel`` keeps metrics that did not move in n runs (a
+saturated accuracy of 1.0) from being gated at zero width.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -51,21 +59,44 @@ class Spread:
 class NoiseRule:
     """``band = max(k * sd, max - min, floor_rel * |mean|)``; see the module docstring for why.
 
+    ``false_alarm`` is the chance, per gate run, that a rerun which changed nothing but the
+    arithmetic (another CPU kind, another precision) fails some gated metric.
+
     ``tie_z`` is the report's rule for two families' single-run values ``a`` and ``b`` of one metric:
     they separate (one is "best") only when ``|a - b| > tie_z * sqrt(sd_a^2 + sd_b^2)``, i.e. the
     gap is larger than ``tie_z`` standard deviations of the difference of two independent reruns
     (z = 2: a ~95 % two-sided test if the noise is Gaussian); otherwise the report says "tie".
     """
 
-    k: float = 4.0
+    false_alarm: float = 0.05
     floor_rel: float = 0.01
     tie_z: float = 2.0
 
-    def band(self, spread: Spread) -> float:
-        return max(self.k * spread.sd, spread.range, self.floor_rel * abs(spread.mean))
+    def __post_init__(self) -> None:
+        if not 0 < self.false_alarm < 1:
+            raise ValueError(f"false_alarm must lie in (0, 1), got {self.false_alarm}")
+
+    def k(self, n: int, gated: int, two_sided: bool = False) -> float:
+        """Band width in measured sds for a spread over ``n`` runs when ``gated`` metrics are checked."""
+        return prediction_k(n, max(gated, 1), self.false_alarm / (2 if two_sided else 1))
+
+    def band(self, spread: Spread, gated: int, two_sided: bool = False) -> float:
+        """Allowed worsening of one metric; ``gated``: how many metrics the gate run checks."""
+        return max(self.k(spread.n, gated, two_sided) * spread.sd, spread.range, self.floor_rel * abs(spread.mean))
 
     def separated(self, a: float, b: float, sd_a: float, sd_b: float) -> bool:
         return abs(a - b) > self.tie_z * math.hypot(sd_a, sd_b)
+
+
+@functools.lru_cache(maxsize=None)
+def prediction_k(n: int, gated: int, false_alarm: float) -> float:
+    """``sqrt(2) * t_{n-1}(1 - false_alarm / gated)``: the one-sided Bonferroni prediction bound for the
+    difference of two new draws, in units of an sd estimated from ``n`` runs (``n >= 2``)."""
+    if n < 2:
+        raise ValueError(f"an sd needs at least 2 runs, got n = {n}")
+    from scipy.stats import t  # local import: scipy.stats costs ~0.5 s, and only the gate needs it
+
+    return math.sqrt(2.0) * float(t.ppf(1.0 - false_alarm / gated, n - 1))
 
 
 def spread_of(values: list[float]) -> Spread:
