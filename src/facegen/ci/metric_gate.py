@@ -95,6 +95,7 @@ class Verdict:
     changes: list[Change]      # everything else that moved
     added: list[str]
     gone: list[str]
+    gated: int                 # gated metrics with a measured spread: the m of the band rule
 
 
 def gated_count(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> int:
@@ -119,7 +120,7 @@ def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> Ver
             unmeasured.append(change)
         elif o != n:
             changes.append(change)
-    return Verdict(regressions, unmeasured, changes, sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys()))
+    return Verdict(regressions, unmeasured, changes, sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys()), m)
 
 
 def table(rows: list[Change]) -> str:
@@ -147,11 +148,10 @@ def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise) ->
         return 0
     v = compare(old, new, specs, noise)
     rule = specs.rule
-    m = gated_count(old, new, specs, noise)
     runs = sorted({s.n for s in noise.spreads.values()})
-    ks = ", ".join(f"{rule.k(n, m):.1f} at n = {n}" for n in runs if n >= MIN_RUNS)
+    ks = ", ".join(f"{rule.k(n, v.gated):.1f} at n = {n}" for n in runs if n >= MIN_RUNS)
     print(f"bands: max(k sd, max - min, {rule.floor_rel:g} |mean|) over the runs in {noise.source}, "
-          f"k = sqrt(2) t_(n-1)(1 - {rule.false_alarm:g} / {m} gated metrics) = {ks or 'none measured'} "
+          f"k = sqrt(2) t_(n-1)(1 - {rule.false_alarm:g} / {v.gated} gated metrics) = {ks or 'none measured'} "
           f"(a no-change rerun on another CPU kind fails with probability <= {rule.false_alarm:g})\n")
     if v.changes:
         print(f"within the band, improved or not gated ({len(v.changes)}):\n{table(v.changes)}\n")
