@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -257,19 +258,22 @@ def bench_family(family: str, rt: Runtime, split: FaceSplit, args: argparse.Name
 
 # -- data loading -------------------------------------------------------------------------------
 class NotebookJpegDataset(torch.utils.data.Dataset):
-    """What ``torchvision.datasets.CelebA`` + ``Resize((64, 64))`` + ``ToTensor`` do per item."""
+    """What ``torchvision.datasets.CelebA`` + ``Resize((64, 64))`` + ``ToTensor`` do per item.
+
+    Written out with PIL (torchvision is not installed: see reporting/grids.py): torchvision's
+    Resize on a PIL image is ``img.resize((w, h), BILINEAR)`` and ToTensor is HWC uint8 -> CHW / 255.
+    """
 
     def __init__(self, files: list[Path]) -> None:
-        from torchvision import transforms
-
         self.files = files
-        self.transform = transforms.Compose([transforms.Resize((SIZE, SIZE)), transforms.ToTensor()])
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(Image.open(self.files[i])), 0
+        with Image.open(self.files[i]) as im:
+            pixels = np.array(im.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+        return torch.from_numpy(pixels).permute(2, 0, 1).float().div(255), 0
 
 
 def bench_data(rt: Runtime, images: int, rounds: int, seed: int) -> dict[str, float]:

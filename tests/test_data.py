@@ -309,11 +309,19 @@ def test_prepare_writes_the_cache_in_partition_order(tmp_path: Path) -> None:
 
 
 def test_transform_is_resize_short_side_then_center_crop(faces: Path) -> None:
-    """Same pixels as torchvision's Resize(64) + CenterCrop(64), up to libjpeg's DCT-domain downscale."""
-    transforms = pytest.importorskip("torchvision.transforms")
+    """Same pixels as torchvision's Resize(64) + CenterCrop(64), up to libjpeg's DCT-domain downscale.
+
+    The reference is written out from torchvision's functional code on PIL images: Resize(int) is
+    ``img.resize((short -> 64, long -> int(64 * long / short)), BILINEAR)``, CenterCrop takes
+    ``top = int(round((h - 64) / 2))`` and the same for left.
+    """
     path = faces / "img_align_celeba" / "000003.jpg"
     with Image.open(path) as im:
-        reference = np.asarray(transforms.CenterCrop(64)(transforms.Resize(64)(im.convert("RGB"))))
+        w, h = im.size
+        size = (64, int(64 * h / w)) if w <= h else (int(64 * w / h), 64)
+        resized = im.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        top, left = int(round((size[1] - 64) / 2.0)), int(round((size[0] - 64) / 2.0))
+        reference = np.asarray(resized.crop((left, top, left + 64, top + 64)))
     ours = load_image(path, 64)
     assert ours.shape == reference.shape == (64, 64, 3)
     assert np.abs(ours.astype(int) - reference).mean() < 3

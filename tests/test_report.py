@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from facegen.evaluation.comparison import analysis, comparison_rows, wins
 from facegen.evaluation.context import EvalContext
 from facegen.models import build as build_model
 from facegen.pipeline.report import SUMMARY, build, comparison_figures, write_report
-from facegen.reporting.grids import load_strip, save_grid
+from facegen.reporting.grids import grid_array, load_strip, save_grid, save_strip
 from facegen.reporting.sweep import plot_sweep, sweep_points
 from tests.conftest import make_split
 
@@ -178,3 +179,21 @@ def test_sweep_points_from_dvc_exp_show_and_plot(tmp_path):
 
 def test_single_family_analysis_says_there_is_nothing_to_compare():
     assert analysis({"vae": METRICS["vae"]}, SPECS) == ["Only vae evaluated: nothing to compare yet."]
+
+
+def test_grid_tiles_rows_of_nrow_with_white_borders_and_strips_round_trip(tmp_path):
+    """make_grid's layout: cells at pad + k (size + pad), a short last row left white; strips are lossless."""
+    images = torch.stack([torch.full((3, 4, 5), v) for v in (0.0, 0.5, 1.0)])
+    images[1, 0] = 0.25  # a channel that differs, so a transposed or channel-swapped tiling shows
+    grid = grid_array(images, nrow=2, padding=2)
+    assert grid.shape == (2 * (4 + 2) + 2, 2 * (5 + 2) + 2, 3) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[2:6, 2:7], 0)
+    np.testing.assert_array_equal(grid[2:6, 9:14, 0], 64)
+    np.testing.assert_array_equal(grid[2:6, 9:14, 1:], 128)
+    np.testing.assert_array_equal(grid[8:12, 2:7], 255)  # image 3 is white: check a border instead
+    assert (grid[:2] == 255).all() and (grid[:, 7:9] == 255).all() and (grid[8:12, 9:14] == 255).all()
+    with pytest.raises(ValueError, match=r"expected \(N, 3, H, W\) images, got shape \(3, 4, 5\)"):
+        grid_array(images[0])
+    strip = torch.rand(3, 3, 6, 6)
+    restored = load_strip(save_strip(strip, tmp_path / "strip.png"))
+    assert restored.shape == strip.shape and (restored - strip).abs().max() <= 0.5 / 255 + 1e-6

@@ -52,7 +52,7 @@ from facegen.runtime import Runtime, eval_mode, setup_runtime  # noqa: E402
 from facegen.artifacts import atomic_save  # noqa: E402
 from facegen.models.checkpoint import in_models_dir, load_classifier, load_model, with_prior  # noqa: E402
 
-# facegen.reporting.grids (matplotlib + torchvision, ~3 s of imports on 2 cores) and facegen.faces
+# facegen.reporting.grids (matplotlib, ~2 s of imports on 2 cores) and facegen.faces
 # (dlib) are imported where used: `edit` with paste-back needs no grid, `sample` no dlib.
 
 # Defaults shared with the evaluate stage, so the CLI edits and samples like the report does.

