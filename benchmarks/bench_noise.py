@@ -5,9 +5,9 @@ the arithmetic changes: a rerun on another CPU kind (fp32 on AVX2-only CPUs, bf1
 AVX-512 BF16 / AMX ones) drifts like a new seed, and an adversarial game does so most. So this
 script trains and evaluates every family of the default ``params.yaml``
 
-- once per seed in ``--seeds`` (the first is the committed ``seed``) at ``runtime.precision: auto``
+- once per seed in ``--seeds`` (default: the committed ``seed``, 1, 2 and 3) at ``runtime.precision: auto``
   (what a plain ``dvc repro`` picks on this machine), and
-- once per seed in ``--other-seeds`` (default: the committed seed and 1) in the *other* precision (fp32
+- once per seed in ``--other-seeds`` (default: the committed seed, 1 and 2) in the *other* precision (fp32
   where ``auto`` is bf16, forced bf16 autocast where ``auto`` is fp32: it runs on any CPU, only
   slower),
 
@@ -16,12 +16,12 @@ the comparison, not part of its noise), then writes per ``<file>:<metric>`` the 
 deviation (n-1), min, max and n over all runs, with the per-run values and the command and machine
 in the header. It runs in a throw-away copy of the repository (like ``bench_pipeline``), the
 stages one after another with the same commands ``dvc.yaml`` uses, importing the copy's ``src/``.
-Five runs: ~75 min on 2 idle cores (a Xeon with AMX: ~13 min per bf16 run, ~20 min for fp32); partial
+Seven runs: ~2 h on 2 idle cores (a Xeon with AMX: 13–19 min per bf16 run, 20–25 min for fp32); partial
 results are kept after each run in ``benchmarks/results/noise_runs.json``, and ``--resume``
 continues from them.
 
-Run: ``python -m benchmarks.bench_noise [--seeds 1234 1 2] [--other-seeds 1234 1] [--workspace-run]``
-(five runs: the gate's band narrows with every run, ``facegen.evaluation.noise``)
+Run: ``python -m benchmarks.bench_noise [--seeds 1234 1 2 3] [--other-seeds 1234 1 2] [--workspace-run]``
+(seven runs: the gate's band narrows with every run, ``facegen.evaluation.noise``)
 
 ``--workspace-run`` records the committed-seed auto run from this checkout's own ``dvc repro``
 outputs (``metrics/*.json``, which ``dvc.lock`` pins) instead of repeating it in the copy: the
@@ -138,9 +138,9 @@ def check_other_precision(committed_seed: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds at precision auto (default: "
-                    "params.yaml's seed, then 1 and 2)")
+                    "params.yaml's seed, then 1, 2 and 3)")
     ap.add_argument("--other-seeds", type=int, nargs="+", default=None, help="seeds of the other-precision runs "
-                    "(default: params.yaml's seed, then 1)")
+                    "(default: params.yaml's seed, then 1 and 2)")
     ap.add_argument("--resume", action="store_true", help=f"keep the runs already in {RUNS_FILE.name}")
     ap.add_argument("--workspace-run", action="store_true",
                     help="take the committed-seed auto run from this checkout's dvc repro outputs (metrics/*.json)")
@@ -150,10 +150,10 @@ def main() -> None:
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
     if args.check_other_precision:
         sys.exit(check_other_precision(committed["seed"]))
-    seeds = args.seeds or [committed["seed"], 1, 2]
+    seeds = args.seeds or [committed["seed"], 1, 2, 3]
     auto = "bf16" if cpu_flags() & BF16_CPU_FLAGS else "fp32"
     other = "fp32" if auto == "bf16" else "bf16"
-    plan = [(s, "auto") for s in seeds] + [(s, other) for s in args.other_seeds or [committed["seed"], 1]]
+    plan = [(s, "auto") for s in seeds] + [(s, other) for s in args.other_seeds or [committed["seed"], 1, 2]]
     runs: list[dict[str, object]] = json.loads(RUNS_FILE.read_text())["runs"] if args.resume and \
         RUNS_FILE.is_file() else []
     if args.workspace_run and not any(r["seed"] == committed["seed"] and r["precision"] == auto for r in runs):
