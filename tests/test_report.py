@@ -183,14 +183,14 @@ def test_single_family_analysis_says_there_is_nothing_to_compare():
 
 def test_grid_tiles_rows_of_nrow_with_white_borders_and_strips_round_trip(tmp_path):
     """make_grid's layout: cells at pad + k (size + pad), a short last row left white; strips are lossless."""
-    images = torch.stack([torch.full((3, 4, 5), v) for v in (0.0, 0.5, 1.0)])
+    images = torch.stack([torch.full((3, 4, 5), v) for v in (0.0, 0.5, 0.75)])
     images[1, 0] = 0.25  # a channel that differs, so a transposed or channel-swapped tiling shows
     grid = grid_array(images, nrow=2, padding=2)
     assert grid.shape == (2 * (4 + 2) + 2, 2 * (5 + 2) + 2, 3) and grid.dtype == np.uint8
     np.testing.assert_array_equal(grid[2:6, 2:7], 0)
     np.testing.assert_array_equal(grid[2:6, 9:14, 0], 64)
     np.testing.assert_array_equal(grid[2:6, 9:14, 1:], 128)
-    np.testing.assert_array_equal(grid[8:12, 2:7], 255)  # image 3 is white: check a border instead
+    np.testing.assert_array_equal(grid[8:12, 2:7], 191)  # image 3 opens the second row
     assert (grid[:2] == 255).all() and (grid[:, 7:9] == 255).all() and (grid[8:12, 9:14] == 255).all()
     with pytest.raises(ValueError, match=r"expected \(N, 3, H, W\) images, got shape \(3, 4, 5\)"):
         grid_array(images[0])
