@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from benchmarks.timing import machine
@@ -28,9 +27,8 @@ from facegen import artifacts
 from facegen.config import load_params, to_dict
 from facegen.data.dataset import load_split
 from facegen.evaluation import analyses
-from facegen.evaluation.context import EvalContext
+from facegen.pipeline.evaluate import eval_context
 from facegen.models import build
-from facegen.models.checkpoint import load_attribute_classifier
 from facegen.runtime import seed_everything, setup_runtime
 from facegen.training.loop import fit
 
@@ -71,11 +69,8 @@ def main() -> None:
     history = fit(model, train, val, cfg.train, rt, torch.Generator().manual_seed(params.seed)).history
     seconds = time.perf_counter() - t0
     model.eval()
-    ref = artifacts.REFERENCE_INCEPTION
-    ctx = EvalContext(model=model, family=args.family, train=train, test=test, val=val, cfg=params.evaluate, rt=rt,
-                      seed=params.seed, out_dir=Path(f"/tmp/facegen-bench-defaults/{args.family}"),
-                      classifier=load_attribute_classifier(rt.device),
-                      inception_reference=torch.from_numpy(np.load(ref)) if ref.is_file() else None)
+    ctx = eval_context(params, args.family, model, rt, Path(f"/tmp/facegen-bench-defaults/{args.family}"),
+                       splits=(train, val, test))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
     for name in args.analyses.split(","):

@@ -17,7 +17,7 @@ from skimage import data
 from facegen import artifacts
 from facegen.config import ClassifierConfig, EvaluateConfig
 from facegen.data.dataset import FaceSplit
-from facegen.evaluation.analyses import ANALYSES, _face_template, identity_edits, identity_reconstruction
+from facegen.evaluation.analyses import ANALYSES, _face_template, edit_setup, identity_edits, identity_reconstruction
 from facegen.evaluation.context import EvalContext
 from facegen.evaluation.identity import identity_scores
 from facegen.faces.align import align
@@ -100,3 +100,17 @@ def test_synthetic_data_adds_no_identity_metric_only_a_note(crop, rt, tmp_path, 
     notes = [n for n in ctx.notes if "Identity preservation" in n]
     assert len(notes) == 1 and "real CelebA only" in notes[0] and "synthetic" in notes[0]
     assert {identity_reconstruction, identity_edits} <= {analysis for _, analysis in ANALYSES}
+
+
+def test_edit_setup_is_computed_once_per_context(crop, rt, tmp_path, tiny_vae_cfg):
+    """attribute_edits and identity_edits share one set of attribute directions (and one note when
+    there can be none), not two computations of it."""
+    ctx = _ctx(crop, "celeba", rt, tmp_path, tiny_vae_cfg)
+    first = edit_setup(ctx)
+    assert first is not None and set(first.directions) == set(ATTRS)
+    assert edit_setup(ctx) is first
+    boundary = _ctx(crop, "celeba", rt, tmp_path, tiny_vae_cfg)
+    boundary.model.edit_directions = "classifier_boundary"  # a GAN's kind of edit, without its classifier
+    boundary.classifier = None
+    assert edit_setup(boundary) is None and edit_setup(boundary) is None
+    assert sum("Attribute edits skipped" in n for n in boundary.notes) == 1

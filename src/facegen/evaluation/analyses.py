@@ -145,7 +145,16 @@ class EditSetup:
 
 
 def edit_setup(ctx: EvalContext) -> EditSetup | None:
-    """Directions by the family's ``edit_directions`` method; None (with a note) when impossible."""
+    """Directions by the family's ``edit_directions`` method; None (with a note) when impossible.
+
+    Computed once per context (``attribute_edits`` and ``identity_edits`` both use it).
+    """
+    if "edit_setup" not in ctx.shared:
+        ctx.shared["edit_setup"] = _edit_setup(ctx)
+    return ctx.shared["edit_setup"]
+
+
+def _edit_setup(ctx: EvalContext) -> EditSetup | None:
     boundary = ctx.model.edit_directions == "classifier_boundary"
     if boundary and ctx.classifier is None:
         ctx.notes.append("Attribute edits skipped: no attribute classifier to find boundaries with.")

@@ -8,18 +8,20 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from facegen import artifacts
 from facegen.config import Params, params_hash, to_dict
-from facegen.data.dataset import load_split
+from facegen.data.dataset import FaceSplit, load_split
 from facegen.evaluation.analyses import ANALYSES
 from facegen.evaluation.context import EvalContext
+from facegen.models.base import GenerativeModel
 from facegen.models.checkpoint import load_attribute_classifier, load_trained
 from facegen.reporting.plots import plot_training_curves
-from facegen.runtime import seed_everything, setup_runtime
+from facegen.runtime import Runtime, seed_everything, setup_runtime
 from facegen.tracking import start_run
 
 log = logging.getLogger(__name__)
@@ -31,17 +33,22 @@ def _inception_reference() -> torch.Tensor | None:
     return torch.from_numpy(np.load(path)) if path.is_file() else None
 
 
+def eval_context(params: Params, family: str, model: GenerativeModel, rt: Runtime, out_dir: Path,
+                 splits: tuple[FaceSplit, FaceSplit, FaceSplit] | None = None) -> EvalContext:
+    """What the analyses of ``model`` receive: the prepared (train, val, test) splits (``splits`` when
+    already loaded), the attribute classifier and the cached Inception reference, when they exist."""
+    attrs = params.data.attributes
+    train, val, test = splits or tuple(load_split(artifacts.PREPARED, s, attrs) for s in ("train", "val", "test"))
+    return EvalContext(model=model, family=family, train=train, test=test, val=val, cfg=params.evaluate, rt=rt,
+                       seed=params.seed, out_dir=out_dir, classifier=load_attribute_classifier(rt.device),
+                       data_source=params.data.source, inception_reference=_inception_reference())
+
+
 def evaluate_family(params: Params, family: str) -> dict[str, float]:
     rt = setup_runtime(params.runtime)
     seed_everything(params.seed)
     model = load_trained(family, rt.device)
-    attrs = params.data.attributes
-    ctx = EvalContext(model=model, family=family, train=load_split(artifacts.PREPARED, "train", attrs),
-                      test=load_split(artifacts.PREPARED, "test", attrs), val=load_split(artifacts.PREPARED, "val", attrs),
-                      cfg=params.evaluate, rt=rt,
-                      seed=params.seed, out_dir=artifacts.report_dir(family),
-                      classifier=load_attribute_classifier(rt.device), data_source=params.data.source,
-                      inception_reference=_inception_reference())
+    ctx = eval_context(params, family, model, rt, artifacts.report_dir(family))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {"num_parameters": float(sum(p.numel() for p in model.parameters()))}
     digest = params_hash(params.seed, params.evaluate, model.cfg)

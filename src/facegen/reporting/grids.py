@@ -102,8 +102,8 @@ def save_labelled_rows(rows: Sequence[torch.Tensor], path: Path, *, row_labels: 
         if i == 0 and col_labels is not None:
             cell = row.shape[-1] + pad
             ax.xaxis.tick_top()
-            ax.set_xticks([pad + cell * j + (cell - pad) / 2 for j in range(len(col_labels[:n_cols]))],
-                          list(col_labels[:n_cols]), fontsize=8)
+            labels = list(col_labels[:n_cols])
+            ax.set_xticks([pad + cell * j + (cell - pad) / 2 for j in range(len(labels))], labels, fontsize=8)
             ax.tick_params(axis="x", length=0)
     if lines:
         fig.suptitle("\n".join(lines), fontsize=10)
