@@ -46,12 +46,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from benchmarks.bench_pipeline import REPO, copy_repo
 from benchmarks.timing import machine
 from facegen.evaluation.noise import NOISE_FILE, summarise
 from facegen.runtime import BF16_CPU_FLAGS, cpu_flags
+
+# The stages run in this venv: a run's bytes can depend on the torch build (kernels), so each records it.
+TORCH = torch.__version__
 
 RUNS_FILE = REPO / "benchmarks" / "results" / "noise_runs.json"
 FAMILIES = ("vae", "beta_vae", "vqvae", "dcgan")
@@ -102,7 +106,7 @@ def one_run(workdir: Path, seed: int, precision: str, resolved: str, log) -> dic
     metrics = {}
     for family_file in sorted((workdir / "metrics").glob("*.json")):
         metrics[family_file.name] = json.loads(family_file.read_text())
-    return {"seed": seed, "precision": resolved, "seconds": round(time.perf_counter() - start, 1),
+    return {"seed": seed, "precision": resolved, "torch": TORCH, "seconds": round(time.perf_counter() - start, 1),
             "stage_seconds": stage_seconds,
             # the largest stage process so far in this bench (Linux ru_maxrss: KiB; never decreases)
             "peak_rss_process_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
@@ -157,7 +161,8 @@ def main() -> None:
     runs: list[dict[str, object]] = json.loads(RUNS_FILE.read_text())["runs"] if args.resume and \
         RUNS_FILE.is_file() else []
     if args.workspace_run and not any(r["seed"] == committed["seed"] and r["precision"] == auto for r in runs):
-        runs.append({"seed": committed["seed"], "precision": auto, "seconds": None, "source": "workspace dvc repro",
+        runs.append({"seed": committed["seed"], "precision": auto, "torch": TORCH, "seconds": None,
+                     "source": "workspace dvc repro",
                      "metrics": {f.name: json.loads(f.read_text()) for f in sorted((REPO / "metrics").glob("*.json"))
                                  if f.name != "summary.json"}})
     header = {"command": shlex.join(["python", "-m", "benchmarks.bench_noise", *sys.argv[1:]]),
@@ -180,7 +185,8 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     doc = {**header, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "runs": [{k: r[k] for k in ("seed", "precision", "seconds", "stage_seconds", "peak_rss_process_mb", "source")
+           "runs": [{k: r[k] for k in ("seed", "precision", "torch", "seconds", "stage_seconds", "peak_rss_process_mb",
+                                       "source")
                      if k in r} for r in runs],
            "metrics": summarise([r["metrics"] for r in runs])}
     (REPO / NOISE_FILE).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
