@@ -20,11 +20,12 @@ Input protocol (StyleGAN3's ``inception-2015-12-05.pt`` forward, which is also
    resize (64 px faces are *up*-sampled, so antialiasing would change nothing);
 3. scale ``(x - 128) / 128`` and run the network in float32 (channels-last memory format), with
    each batch norm folded into its convolution (``inception_net.py``: the same features to ~2e-6
-   relative, 1.6x faster on a 2-core CPU).
+   relative, 1.55x faster on a 2-core CPU).
 
-bf16 autocast is not used: on a 2-core AMX Xeon it ran 2.4x faster than fp32 NCHW (17 vs 7 img/s;
-channels-last fp32: 8.8) but moved the features of 64 px faces by 2.8e-2 relative
-(benchmarks/bench_inception.py), beyond the ~1e-2 we accept for a score meant to match published ones.
+bf16 autocast is not used: on a 2-core AMX Xeon it ran the folded network 2.5x faster again (26.8 vs
+10.9 img/s; the TorchScript as loaded: 6.0 NCHW, 7.0 channels-last) but moved the features of 64 px
+faces by 2.8e-2 relative (benchmarks/bench_inception.py), beyond the ~1e-2 we accept for a score
+meant to match published ones.
 
 FID and KID reuse :func:`~facegen.evaluation.distribution.frechet_distance` (float64 statistics)
 and :func:`~facegen.evaluation.distribution.kernel_distance` (the unbiased MMD² estimator with the
@@ -104,7 +105,7 @@ def network(device: str = "cpu") -> FoldedInception:
     """The Inception network on ``device`` (a ``str(torch.device)``), loaded once per process.
 
     It is the checked TorchScript's parameters in an eager network with the batch norms folded into
-    the convolutions (``inception_net``): the same features to ~2e-6 relative, 1.6x faster on CPU.
+    the convolutions (``inception_net``): the same features to ~2e-6 relative, 1.55x faster on CPU.
     """
     return FoldedInception(load_network(weights_path(), device))
 

@@ -3,11 +3,11 @@
 Why. The pinned TorchScript (``inception.py``) runs every ``conv -> batch_norm -> relu`` as three
 passes over the activations, and every Inception block calls ``.contiguous()`` on its branches,
 which turns channels-last activations back into NCHW before each concatenation, so the next block's
-convolutions pay a layout conversion and the pools run on the slow path. On a 2-core AMX Xeon that
-left the convolutions at ~56 % of the forward's time (7.2 img/s at 299 px; profile in
-docs/benchmarks.md). Rebuilt eagerly from the same parameters, with the batch norms folded and the
-activations left channels-last, the network ran at 11.9 img/s with the convolutions at ~82 % of the
-time (``python -m benchmarks.bench_inception``).
+convolutions pay a layout conversion and the pools run on the slow path. On a 2-core AMX Xeon the
+convolutions took 56 % of the forward's time (profile in docs/benchmarks.md). Rebuilt eagerly from
+the same parameters, with the batch norms folded and the activations left channels-last, they take
+82 %, and the network runs at 10.9 img/s against the TorchScript's 7.0 (1.55x, batch 32, fp32
+both; ``python -m benchmarks.bench_inception``).
 
 Folding. Each ``Conv2dLayer`` of the graph computes ``relu(batch_norm(conv(x, W), mean, var,
 weight=None, bias=beta, eps=1e-3))`` in eval mode, i.e. ``relu(conv(x, W * s) + beta - mean * s)``
