@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from benchmarks.timing import interleaved, machine
 from facegen.config import RuntimeConfig
 from facegen.data.synthetic import render, sample_params
-from facegen.evaluation.inception import PACKAGE, _forward, inception_features, load_network, weights_path
-from facegen.evaluation.inception_net import FoldedInception
+from facegen.evaluation.inception import PACKAGE, _forward, inception_features, load_network, network, weights_path
 from facegen.runtime import BF16_CPU_FLAGS, cpu_flags, setup_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inception.json"
@@ -65,7 +64,7 @@ def main() -> None:
     contenders = {"fp32": variant(script, False), "fp32_channels_last": variant(script, True),
                   "folded_fp32_channels_last": lambda: inception_features(batch, batch_size=args.batch)}
     if bf16_ok:
-        contenders["folded_bf16_channels_last"] = variant(FoldedInception(script), True, bf16=True)
+        contenders["folded_bf16_channels_last"] = variant(network("cpu"), True, bf16=True)
     reference = variant(script, False)()
     rel_error = {name: float((step() - reference).norm() / reference.norm()) for name, step in contenders.items()}
     timing = interleaved(contenders, args.batch, warmup=1, rounds=args.rounds, steps=args.steps, baseline="fp32")

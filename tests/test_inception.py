@@ -85,7 +85,8 @@ def test_folded_network_matches_the_torchscript(images):
     TorchScript's features to float precision, on real faces and in either memory format."""
     script = inception.load_network(inception.weights_path())
     folded = inception.network("cpu")
-    assert isinstance(folded, FoldedInception) and not any(p.requires_grad for p in folded.parameters())
+    assert isinstance(folded, FoldedInception) and not list(folded.parameters())  # weights are buffers
+    assert len(list(folded.buffers())) == 2 * 94 and not any(b.requires_grad for b in folded.buffers())
     x = (inception.resize_299(inception.quantise(images[:2])) - 128) / 128
     with torch.inference_mode():
         expected = script(x)

@@ -40,9 +40,12 @@ class FoldedConv(nn.Module):
 
     def __init__(self, layer: torch.jit.ScriptModule) -> None:
         super().__init__()
-        scale = torch.rsqrt(layer.var + BN_EPS)
-        self.register_buffer("weight", layer.weight * scale.view(-1, 1, 1, 1))
-        self.register_buffer("bias", layer.beta - layer.mean * scale)
+        # Buffers, not parameters: the network is never trained, and no_grad keeps the folded
+        # tensors free of any autograd link to the TorchScript's weights.
+        with torch.no_grad():
+            scale = torch.rsqrt(layer.var + BN_EPS)
+            self.register_buffer("weight", layer.weight * scale.view(-1, 1, 1, 1))
+            self.register_buffer("bias", layer.beta - layer.mean * scale)
         self.stride = layer.stride
         self.padding = layer.padding  # an int, or [h, w] for the 1x7 / 7x1 convolutions
 
@@ -87,7 +90,6 @@ class FoldedInception(nn.Module):
     def __init__(self, script: torch.jit.ScriptModule) -> None:
         super().__init__()
         self.layers = _convert(script.net.layers)
-        self.requires_grad_(False)
         self.eval()
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
