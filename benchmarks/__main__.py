@@ -85,30 +85,38 @@ def _ratio_row(what: str, ours: float, theirs: float, target: float | None, digi
     return f"| {what} | {_num(ours, digits)} | {_num(theirs, digits)} | {ratio:.2f}× | {goal} | {_check(met)} |"
 
 
+def _training_steps(training: dict[str, Any], dcgan: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """Per family: (facegen img/s, notebook img/s, median of the per-round ratios, facegen's precision,
+    the oneDNN ISA cap the run had, or None)."""
+    steps = {label: (entry["contenders"][entry["shipped"]]["img_per_s_median"],
+                     entry["contenders"]["notebook"]["img_per_s_median"], entry["speedup_vs_notebook"],
+                     training.get("precision", "?"), _get(training, "machine", "onednn_max_cpu_isa"))
+             for family, label in (("vae", "VAE"), ("vqvae", "VQ-VAE")) if (entry := training.get(family))}
+    if equal := dcgan.get("equal_width"):
+        steps["DCGAN"] = (equal["facegen"]["img_per_s_median"], equal["notebook"]["img_per_s_median"],
+                          equal["facegen"]["speedup_median"], dcgan.get("precision", "?"),
+                          _get(dcgan, "machine", "onednn_max_cpu_isa"))
+    return steps
+
+
 def table(merged: dict[str, Any]) -> str:
     res = merged["results"]
     rows = ["| benchmark | facegen | notebook reference | facegen / reference | target | met |",
             "|---|---:|---:|---:|---|---|"]
     training = res.get("training", {})
     load = training.get("data_loading")
-    # (facegen img/s, notebook img/s, median of the per-round ratios) per family
-    # (facegen img/s, notebook img/s, median of the per-round ratios, facegen's precision) per family;
-    # facegen runs what `runtime.precision: auto` picks on the machine, the notebook always fp32.
-    steps = {label: (entry["contenders"][entry["shipped"]]["img_per_s_median"],
-                     entry["contenders"]["notebook"]["img_per_s_median"], entry["speedup_vs_notebook"],
-                     training.get("precision", "?"))
-             for family, label in (("vae", "VAE"), ("vqvae", "VQ-VAE")) if (entry := training.get(family))}
-    dcgan = res.get("dcgan", {}).get("equal_width")
-    if dcgan:
-        steps["DCGAN"] = (dcgan["facegen"]["img_per_s_median"], dcgan["notebook"]["img_per_s_median"],
-                          dcgan["facegen"]["speedup_median"], res["dcgan"].get("precision", "?"))
-    for label, (ours, theirs, ratio, precision) in steps.items():
-        rows.append(_ratio_row(f"{label} training step, img/s (batch 64, notebook architecture; facegen "
-                               f"{precision}, notebook fp32)", ours, theirs, TRAINING_TARGET, ratio=ratio))
-        if load:
-            rows.append(_ratio_row(f"{label} training epoch incl. data loading, img/s",
-                                   end_to_end(ours, load["facegen_img_per_s"]),
-                                   end_to_end(theirs, load["notebook_img_per_s"]), TRAINING_TARGET))
+    # Each pair of result files: facegen runs what `runtime.precision: auto` picks on the machine, the
+    # notebook always fp32. The *_avx2 pair ran with oneDNN capped to AVX2 (an AVX2-only CPU's kernels).
+    for suffix in ("", "_avx2"):
+        steps = _training_steps(res.get("training" + suffix, {}), res.get("dcgan" + suffix, {}))
+        for label, (ours, theirs, ratio, precision, cap) in steps.items():
+            where = f" on {cap} kernels (`ONEDNN_MAX_CPU_ISA={cap}`)" if cap else ""
+            rows.append(_ratio_row(f"{label} training step{where}, img/s (batch 64, notebook architecture; facegen "
+                                   f"{precision}, notebook fp32)", ours, theirs, TRAINING_TARGET, ratio=ratio))
+            if load and not suffix:
+                rows.append(_ratio_row(f"{label} training epoch incl. data loading, img/s",
+                                       end_to_end(ours, load["facegen_img_per_s"]),
+                                       end_to_end(theirs, load["notebook_img_per_s"]), TRAINING_TARGET))
     if load:
         rows.append(_ratio_row("training data loading, img/s (notebook: JPEG decode + resize every epoch)",
                                load["facegen_img_per_s"], load["notebook_img_per_s"], None, digits=0))
@@ -128,13 +136,15 @@ def table(merged: dict[str, Any]) -> str:
         rows.append(_ratio_row("Inception FID/KID features, img/s (299 px, fp32; reference: the pinned "
                                "TorchScript as loaded)", ours, theirs, None,
                                ratio=inception["contenders"][inception["shipped"]]["speedup_median"]))
-    for name in ("pipeline_auto", "pipeline_fp32"):
+    for name in ("pipeline_auto", "pipeline_fp32", "pipeline_auto_avx2"):
         if not (pipe := res.get(name)):
             continue
         minutes, rss_gb = pipe.get("minutes"), (pipe.get("peak_rss_tree_mb") or 0) / 1024
         ok = pipe.get("returncode") == 0
         precision = "fp32" if name == "pipeline_fp32" else _get(pipe, "machine", "auto_precision") or "fp32"
         label = "`precision: fp32`" if name == "pipeline_fp32" else f"`precision: auto` = {precision}"
+        if cap := _get(pipe, "machine", "onednn_max_cpu_isa"):
+            label += f" on {cap} kernels"
         budget = PIPELINE_MINUTES[precision]
         rows.append(f"| default `dvc repro` from scratch ({label}), minutes | {_num(minutes, 1)} | — | — | "
                     f"≤ {budget:.0f} | {_check(ok and minutes is not None and minutes <= budget)} |")

@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=4, help="train steps per round and contender")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = runtime.threads from params")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     params = load_params(args.params)
     default = params.model("dcgan")
@@ -158,8 +159,8 @@ def main() -> None:
     # facegen runs its default config (loss, spectral norm, EMA); the notebook its own step at that width.
     results["default_width"] = {"nz": default.nz, "ngf": default.ngf, "ndf": default.ndf, "loss": default.loss,
                                 "spectral_norm": default.spectral_norm, "ema_decay": default.ema_decay, **timing}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

@@ -12,7 +12,9 @@ every 0.2 s over the whole process tree (dvc, each stage's python, prepare's wor
 
 ``--precision fp32`` sets ``runtime.precision`` in the copy's params.yaml, so a bf16-capable CPU also
 measures the fp32 path an AVX2-only CPU takes (same kernels family, not the same clock: the JSON
-records the CPU and its flags). Results go to ``pipeline_<precision>.json``.
+records the CPU and its flags). Results go to ``pipeline_<precision>.json``. With oneDNN capped to
+AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``) an AVX-512 CPU runs an AVX2-only CPU's
+kernels, and ``auto`` resolves to fp32 as it would there: ``pipeline_auto_avx2.json``.
 
 Run: ``python -m benchmarks.bench_pipeline [--precision auto|fp32|bf16] [--keep] [--timeout-min M]``
 -> benchmarks/results/pipeline_<precision>.json.
@@ -163,7 +165,10 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    results = RESULTS_DIR / f"pipeline_{args.precision}.json"
+    # Under an ISA cap (ONEDNN_MAX_CPU_ISA=AVX2: an AVX2-only CPU's kernels) the run is a different
+    # measurement, kept beside the uncapped one: pipeline_auto_avx2.json.
+    cap = before["onednn_max_cpu_isa"]
+    results = RESULTS_DIR / f"pipeline_{args.precision}{'_' + cap.lower() if cap else ''}.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

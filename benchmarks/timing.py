@@ -92,9 +92,15 @@ def machine() -> dict[str, object]:
         pass
     from facegen.runtime import BF16_CPU_FLAGS, cpu_flags  # the flags precision=auto decides on
 
-    flags = cpu_flags()
+    import torch
+
+    flags = cpu_flags()  # already without the flags above an ISA cap
     shown = sorted(flags & (BF16_CPU_FLAGS | {"avx2", "avx512f", "amx_tile", "fma"}))
-    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": shown,
+    # ISA caps, set to run an older CPU's kernels on this one: oneDNN's (convolutions, matmuls) and
+    # ATen's (its vectorised elementwise kernels, ATEN_CPU_CAPABILITY).
+    caps = {"onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"),
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_flags": shown, **caps,
             "auto_precision": "bf16" if flags & BF16_CPU_FLAGS else "fp32",
             "load_average_1min": round(os.getloadavg()[0], 2)}
 

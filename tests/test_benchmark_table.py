@@ -35,3 +35,18 @@ def test_inception_row_compares_the_shipped_variant_with_the_torchscript():
                                 "folded_fp32_channels_last": {"img_per_s_median": 10.9, "speedup_median": 1.86}}}
     row = _row(table({"generated": "now", "results": {"inception": inception}}), "Inception FID/KID features")
     assert row[1:5] == ["10.9", "5.9", "1.86×", "—"]
+
+
+def test_avx2_kernel_runs_get_their_own_rows():
+    """Results measured with oneDNN capped to AVX2 (an AVX2-only CPU's kernels) sit beside, not over, the others."""
+    def training(cap: str | None, ratio: float) -> dict:
+        contenders = {"notebook": {"img_per_s_median": 100.0}, "+ fused Adam": {"img_per_s_median": 100.0 * ratio}}
+        return {"precision": "fp32", "machine": {"onednn_max_cpu_isa": cap},
+                "vae": {"shipped": "+ fused Adam", "speedup_vs_notebook": ratio, "contenders": contenders}}
+    pipe = _pipeline(14.0, "fp32")
+    pipe["machine"]["onednn_max_cpu_isa"] = "AVX2"
+    text = table({"generated": "now", "results": {"training": training(None, 1.4), "training_avx2": training("AVX2", 1.1),
+                                                  "pipeline_auto_avx2": pipe}})
+    assert _row(text, "VAE training step, img/s")[3:] == ["1.40×", "≥ 1.3×", "yes"]
+    assert _row(text, "VAE training step on AVX2 kernels (`ONEDNN_MAX_CPU_ISA=AVX2`)")[3:] == ["1.10×", "≥ 1.3×", "**no**"]
+    assert _row(text, "default `dvc repro` from scratch (`precision: auto` = fp32 on AVX2 kernels)")[4:] == ["≤ 15", "yes"]

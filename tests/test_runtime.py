@@ -63,3 +63,18 @@ def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, flags
     monkeypatch.setattr(runtime, "cpu_flags", lambda: set(flags))
     rt = setup_runtime(RuntimeConfig(device="cpu", precision="auto", threads=1))
     assert rt.precision == expected
+
+
+AMX_XEON = {"fma", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+
+
+@pytest.mark.parametrize("cap, kept, precision", [
+    ("AVX2", {"fma", "avx2"}, "fp32"),                              # an AVX2-only CPU's kernels: bf16 is slow
+    ("avx512_core_bf16", AMX_XEON - {"amx_bf16", "amx_tile"}, "bf16"),
+    ("ALL", AMX_XEON, "bf16"), ("NOT_AN_ISA", AMX_XEON, "bf16"), ("", AMX_XEON, "bf16")])
+def test_onednn_isa_cap_removes_the_flags_above_it(monkeypatch, cap, kept, precision):
+    monkeypatch.setattr(runtime, "_hardware_flags", lambda: set(AMX_XEON))
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert runtime.cpu_flags() == kept
+    assert setup_runtime(RuntimeConfig(device="cpu", precision="auto", threads=1)).precision == precision

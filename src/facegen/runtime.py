@@ -47,7 +47,15 @@ def available_cores() -> int:
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
-def cpu_flags() -> set[str]:
+# oneDNN's ISA levels (its ONEDNN_MAX_CPU_ISA values), lowest first, and the /proc/cpuinfo flags whose
+# kernels each level is the first to allow.
+_ONEDNN_ISA_LEVELS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+                      "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16")
+_ONEDNN_ISA_FLAGS = {"AVX2": {"avx2", "fma"}, "AVX512_CORE": {"avx512f"}, "AVX512_CORE_BF16": {"avx512_bf16"},
+                     "AVX512_CORE_AMX": {"amx_bf16", "amx_tile"}}
+
+
+def _hardware_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -56,6 +64,24 @@ def cpu_flags() -> set[str]:
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's /proc/cpuinfo flags that torch's convolution and matmul kernels may use.
+
+    Flags above oneDNN's ISA cap (``ONEDNN_MAX_CPU_ISA``, or the older ``DNNL_MAX_CPU_ISA``) are
+    dropped: with ``ONEDNN_MAX_CPU_ISA=AVX2`` an AMX Xeon runs an AVX2-only CPU's kernels, where bf16
+    is slow, so ``precision: auto`` must pick fp32 there too (benchmarks use the cap to measure the
+    AVX2 code path on newer CPUs). An unknown cap value is ignored, as oneDNN ignores it.
+    """
+    flags = _hardware_flags()
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ONEDNN_ISA_LEVELS:
+        allowed = _ONEDNN_ISA_LEVELS.index(cap)
+        for level, gated in _ONEDNN_ISA_FLAGS.items():
+            if _ONEDNN_ISA_LEVELS.index(level) > allowed:
+                flags -= gated
+    return flags
 
 
 @dataclass(frozen=True)
