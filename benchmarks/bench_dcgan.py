@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks.timing import fp32_peak_flops, interleaved, machine, step_flops
+from benchmarks.timing import fp32_peak_flops, gemm_share, interleaved, machine, step_flops
 from facegen.config import DCGANConfig, load_params
 from facegen.models import build
 from facegen.data.dataset import Batch
@@ -146,14 +146,19 @@ def main() -> None:
                            args.batch_size, warmup=2, rounds=args.rounds, steps=args.steps, baseline="notebook")
 
     notebook = notebook_step_fn(100, 64, 64, rt.device)
-    timing = timed(notebook, facegen_step_fn(equal, 64, rt))
+    facegen = facegen_step_fn(equal, 64, rt)
+    timing = timed(notebook, facegen)
     # FLOPs of the (equal) architecture, counted on the notebook's step: D twice on real+fake, G once.
     flops = step_flops(lambda: notebook(batch)) / args.batch_size
+    # Its speed-up if all but its convolutions and matmuls took no time (see bench_training).
+    share = gemm_share(lambda: facegen(batch))
     peak = fp32_peak_flops(torch.get_num_threads())
     for t in timing.values():
         t["fraction_of_fp32_peak"] = t["img_per_s_median"] * flops / peak if peak else None
     results["equal_width"] = {"nz": 100, "ngf": 64, "ndf": 64, "gflop_per_image_step": flops / 1e9,
-                              "fp32_peak_gflops": peak / 1e9, **timing}
+                              "fp32_peak_gflops": peak / 1e9, "notebook_gemm_share": gemm_share(lambda: notebook(batch)),
+                              "shipped_gemm_share": share,
+                              "equal_architecture_ceiling": timing["facegen"]["speedup_median"] / share, **timing}
     timing = timed(notebook_step_fn(default.nz, default.ngf, default.ndf, rt.device),
                    facegen_step_fn(default, params.data.image_size, rt))
     # facegen runs its default config (loss, spectral norm, EMA); the notebook its own step at that width.

@@ -58,6 +58,33 @@ def step_flops(step: Step) -> float:
     return float(counter.get_total_flops())
 
 
+# Operators that run the convolutions and matmuls themselves (``aten::_convolution`` included: its self
+# time is the transposed convolutions' oneDNN call, which has no operator of its own).
+GEMM_OPS = frozenset({"aten::convolution_backward", "aten::mkldnn_convolution", "aten::_convolution",
+                      "aten::addmm", "aten::mm", "aten::bmm"})
+
+
+def gemm_share(step: Step, repeats: int = 3) -> float:
+    """Fraction of ``step``'s wall time (``repeats`` calls after one warm-up) spent inside convolution and
+    matmul operators (their self time, ``torch.profiler``).
+
+    Amdahl's law makes ``1 / share`` the most any change can gain that leaves those operators as they
+    are (same layers, precision and kernel library): even with BatchNorm, activations, losses, the
+    optimiser and Python made free. Used to state the ceiling of an equal-architecture speed-up. The
+    wall time includes the profiler's own per-operator cost, which lowers the share slightly, so the
+    ceiling errs high, never low.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        wall_us = (time.perf_counter() - t0) * 1e6
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in GEMM_OPS) / wall_us
+
+
 def fp32_peak_flops(threads: int) -> float:
     """The cores' fp32 peak, FLOP/s: threads x clock x FLOPs per cycle per core.
 
