@@ -69,6 +69,10 @@ class RuntimeConfig:
     # Resumable training state lives here, outside DVC outs (dvc deletes outs before a rerun).
     state_dir: str = ".facegen_state"
     compile: bool = False
+    # torch.compile mode when compile is on. reduce-overhead replays each compiled submodule as a CUDA
+    # graph (one launch instead of hundreds: a batch-64 step at these widths is launch-bound on a GPU);
+    # CUDA only, and possible because a training step never waits for the host.
+    compile_mode: Literal["default", "reduce-overhead"] = "default"
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,10 @@ class ClassifierConfig:
 class EvaluateConfig:
     num_samples: int = field(default=1000, metadata=rng(ge=16))
     batch_size: int = field(default=128, metadata=rng(ge=1))
+    # Images per sampling call when drawing the samples of the realism metrics. The VQ-VAE's prior
+    # samples position by position (grid² steps of ~25 kernel launches each, whatever the batch), so
+    # on a GPU a large batch costs little more than a small one; on a CPU the work grows with it.
+    sample_batch_size: int = field(default=128, metadata=rng(ge=1))
     grid_size: int = field(default=8, metadata=rng(ge=2))
     interpolation_steps: int = field(default=10, metadata=rng(ge=2))
     traversal_dims: int = field(default=8, metadata=rng(ge=1))

@@ -3,13 +3,24 @@
 Precision is chosen at run time from what the hardware does well: bf16 autocast only pays off on
 CPUs with native bf16 matrix instructions, AMX (measured ~1.9x on the notebook VAE, Intel Xeon) or
 AVX-512 BF16 (train@vae 124 s -> 90 s and train@dcgan ~150 s -> 114 s on a 2-core AMD EPYC Zen 4),
-and is *slower* on AVX2-only CPUs, so ``auto`` checks the CPU flags instead of assuming. On CUDA, ``auto`` uses bf16 where supported, else fp32:
-fp16 would need loss scaling (a GradScaler between ``loss.backward()`` and ``optimizer.step()``),
-and those calls live inside each family's ``train_step``, out of the loop's reach.
+and is *slower* on AVX2-only CPUs, so ``auto`` checks the CPU flags instead of assuming. On CUDA,
+``auto`` uses bf16 where the tensor cores run it natively (compute capability >= 8.0: Ampere and
+later), else fp32: ``torch.cuda.is_bf16_supported()`` also says yes on a V100 or T4, where bf16 is
+emulated and slower than fp32. fp16 would need loss scaling (a GradScaler between
+``loss.backward()`` and ``optimizer.step()``), and those calls live inside each family's
+``train_step``, out of the loop's reach.
+
+``deterministic`` (same params -> same metrics): the CPU kernels used here are deterministic as they
+are. On CUDA it also turns on ``torch.use_deterministic_algorithms`` (the deterministic variants of
+``index_add_``, scatter and cuDNN convolutions; ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` for cuBLAS) with
+``warn_only``: the few ops with no deterministic CUDA kernel (the classifier's adaptive average
+pool backward) warn once instead of failing a stage. ``deterministic: false`` on CUDA turns cuDNN's
+autotuner on (``cudnn.benchmark``: the fastest kernels for the fixed batch shapes, chosen by timing).
 
 Speed knobs the loop gets from here: channels_last modules and batches, fused optimiser kernels
-(``Runtime.optimizers``), ``torch.compile`` of each submodule when ``runtime.compile`` is on, and
-one intra-op thread pool per process sized to the cores this process may use.
+(``Runtime.optimizers``), ``torch.compile`` of each submodule when ``runtime.compile`` is on (mode
+``runtime.compile_mode``; ``reduce-overhead`` = CUDA graphs), and one intra-op thread pool per process
+sized to the cores this process may use.
 """
 from __future__ import annotations
 
@@ -92,6 +103,7 @@ class Runtime:
     amp_dtype: torch.dtype | None  # None = plain fp32
     channels_last: bool
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode: "default" or "reduce-overhead" (CUDA graphs)
 
     @property
     def precision(self) -> str:
@@ -114,8 +126,14 @@ class Runtime:
             module = module.to(memory_format=torch.channels_last)
         if self.compile:
             for child in module.children():
-                child.compile()
+                child.compile(mode=self.compile_mode)
         return module
+
+    def step_begin(self) -> None:
+        """Mark a new training step: with CUDA graphs (``reduce-overhead``) a submodule called several
+        times per step (the GAN's D) must not see its previous step's outputs as still in use."""
+        if self.compile and self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def optimizers(self, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
         """``model.optimizers()`` switched to fused kernels where the optimiser and device have them.
@@ -135,6 +153,20 @@ class Runtime:
         return opts
 
 
+NATIVE_BF16_CAPABILITY = (8, 0)  # CUDA compute capability of Ampere, the first with bf16 tensor cores
+
+
+def auto_precision(device_type: str, capability: tuple[int, int] | None, flags: set[str]) -> torch.dtype | None:
+    """What ``precision: auto`` picks: bf16 where the hardware computes it natively, else None (fp32).
+
+    ``capability``: the CUDA device's (major, minor) compute capability (None off CUDA); ``flags``:
+    the CPU's usable flags (:func:`cpu_flags`; ignored on CUDA).
+    """
+    if device_type == "cuda":
+        return torch.bfloat16 if capability is not None and capability >= NATIVE_BF16_CAPABILITY else None
+    return torch.bfloat16 if BF16_CPU_FLAGS & flags else None
+
+
 def _resolve_precision(cfg: RuntimeConfig, device: torch.device) -> torch.dtype | None:
     if cfg.precision == "fp32":
         return None
@@ -144,8 +176,21 @@ def _resolve_precision(cfg: RuntimeConfig, device: torch.device) -> torch.dtype 
         raise ConfigError("params.yaml: runtime.precision fp16 needs loss scaling, which train_step does "
                           "not do; use bf16 (CUDA Ampere+, AMX or AVX-512 BF16 CPUs) or fp32")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if BF16_CPU_FLAGS & cpu_flags() else None
+        return auto_precision("cuda", torch.cuda.get_device_capability(device), set())
+    return auto_precision(device.type, None, cpu_flags())
+
+
+def set_determinism(deterministic: bool, cuda: bool) -> None:
+    """Apply ``runtime.deterministic`` (see the module doc): cuDNN's kernel choice always; on CUDA,
+    torch's deterministic algorithms (warn-only) or the autotuner. The CPU path is left as it was:
+    its kernels are deterministic, and the global flag would only add checks to every op."""
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = cuda and not deterministic
+    if cuda:
+        if deterministic:
+            # Read when cuBLAS creates its handle (the first matmul), so it must be set before any runs.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def setup_runtime(cfg: RuntimeConfig) -> Runtime:
@@ -161,12 +206,27 @@ def setup_runtime(cfg: RuntimeConfig) -> Runtime:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if cfg.deterministic:
-        # Same params -> same metrics. cuDNN autotuning would pick kernels non-deterministically.
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    if cfg.compile and cfg.compile_mode == "reduce-overhead" and not use_cuda:
+        raise ConfigError("params.yaml: runtime.compile_mode reduce-overhead replays CUDA graphs and needs a CUDA "
+                          "device; use compile_mode: default on the CPU")
+    set_determinism(cfg.deterministic, use_cuda)
     return Runtime(device=device, amp_dtype=_resolve_precision(cfg, device), channels_last=cfg.channels_last,
-                   compile=cfg.compile)
+                   compile=cfg.compile, compile_mode=cfg.compile_mode)
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; a host tensor bound for CUDA goes through pinned memory, asynchronously.
+
+    A copy from pageable memory would make the host wait for the device's stream; from pinned
+    memory it is queued. The caching host allocator keeps a pinned block until its copy completes.
+    """
+    if t.device == device:
+        return t
+    if device.type == "cpu":
+        return t.to(device)  # the host reads it next: this copy must have finished
+    if t.device.type == "cpu" and device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ class CodeSplit(FaceSplit):
     """``images`` holds int16 code maps (N, H, W); batches carry them as int64 in ``Batch.images``."""
 
     def batch(self, idx: torch.Tensor, device: torch.device, channels_last: bool = True) -> Batch:
-        return Batch(images=self.images[idx].to(device, torch.long), attrs=self.attrs[idx].to(device))
+        return Batch(images=self._rows(self.images, idx, device).long(), attrs=self._rows(self.attrs, idx, device))
 
     @property
     def grid(self) -> tuple[int, int]:

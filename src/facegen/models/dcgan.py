@@ -57,7 +57,7 @@ from facegen.config import DCGANConfig
 from facegen.data.dataset import Batch
 from facegen.models.inversion import invert
 from facegen.models.base import ADVERSARIAL, EDIT, ENCODE, RECONSTRUCT, GenerativeModel
-from facegen.runtime import eval_mode
+from facegen.runtime import eval_mode, to_device
 
 FIXED_NOISE = 64        # images in the per-epoch fixed-noise grid
 CALIBRATION_BATCHES = 16  # batches of prior z used to re-estimate the EMA G's BatchNorm statistics
@@ -147,7 +147,7 @@ class DCGAN(GenerativeModel):
 
     # -- latent space ---------------------------------------------------------------------------
     def latent_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.cfg.nz, generator=generator).to(self.fixed_noise.device)
+        return to_device(torch.randn(n, self.cfg.nz, generator=generator), self.fixed_noise.device)
 
     def _generate(self, net: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """G's raw tanh output in [-1, 1]."""

@@ -40,6 +40,7 @@ from torch import nn
 from facegen.config import PriorConfig
 from facegen.data.dataset import Batch
 from facegen.models.base import SingleLossTraining
+from facegen.runtime import to_device
 
 
 def gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -241,6 +242,9 @@ class PixelCNNPrior(SingleLossTraining, nn.Module):
         probs = attr_probs if attr_probs is not None else torch.ones(1)
         self.register_buffer("attr_rows", rows.float(), persistent=False)
         self.register_buffer("attr_probs", probs.float(), persistent=False)
+        # Host copies for drawing rows with a host generator: reading the buffers back from a GPU
+        # at every sampling call would make the host wait for the device.
+        self._host_table = (rows.float().cpu(), probs.float().cpu())
 
     @staticmethod
     def attribute_table(attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,7 +253,9 @@ class PixelCNNPrior(SingleLossTraining, nn.Module):
         return rows, counts.float() / counts.sum()
 
     def _attrs(self, attrs: torch.Tensor | None) -> torch.Tensor | None:
-        return attrs.to(self.attr_rows.device, self.attr_rows.dtype) if self.attr_names and attrs is not None else None
+        if not self.attr_names or attrs is None:
+            return None
+        return to_device(attrs, self.attr_rows.device).to(self.attr_rows.dtype)
 
     def logits(self, codes: torch.Tensor, attrs: torch.Tensor | None) -> torch.Tensor:
         return self.net(codes, self._attrs(attrs))
@@ -289,8 +295,8 @@ class PixelCNNPrior(SingleLossTraining, nn.Module):
         the same generator state with different ``attrs`` gives the same noise."""
         uniforms = torch.rand(n, *self.grid, generator=generator)
         if self.attr_names and attrs is None:
-            pick = torch.multinomial(self.attr_probs.cpu(), n, replacement=True, generator=generator)
-            attrs = self.attr_rows.cpu()[pick]
+            rows, probs = self._host_table
+            attrs = rows[torch.multinomial(probs, n, replacement=True, generator=generator)]
         return self.sample_from(uniforms, attrs, temperature)
 
     def sample_from(self, uniforms: torch.Tensor, attrs: torch.Tensor | None,
@@ -299,7 +305,7 @@ class PixelCNNPrior(SingleLossTraining, nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self.net.sample(uniforms.to(self.attr_rows.device), self._attrs(attrs),
+            return self.net.sample(to_device(uniforms, self.attr_rows.device), self._attrs(attrs),
                                    temperature or self.cfg.temperature)
         finally:
             self.train(was_training)

@@ -15,6 +15,17 @@ VQ-VAE trained for a few epochs:
 
 Distances and updates are computed in float32 even under autocast: argmin over 512 codes in bf16
 picks visibly wrong codes.
+
+A training step never waits for the host (on CUDA the GPU runs ahead of Python): code counts are an
+``index_add_`` of ones rather than ``bincount`` (whose CUDA kernel reads the indices' min/max on the
+host), and restarts overwrite the dead codes through a mask instead of listing them with
+``nonzero()``. So a fixed number of restart candidates, one per code, is drawn at every step; a
+code takes its candidate only while dead.
+
+Under ``torchrun`` the update is the one a single process makes on the global batch: counts and
+sums are summed across ranks before the moving averages, and restart candidates are rows of the
+global batch drawn on rank 0 (``facegen.distributed.global_rows``), so every rank applies the same
+update and the codebook buffers never need averaging.
 """
 from __future__ import annotations
 
@@ -23,6 +34,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from facegen import distributed
 
 DEAD_USAGE = 1.0  # moving-average hits per batch below which a code counts as dead
 
@@ -84,9 +97,10 @@ class VectorQuantizer(nn.Module):
             n, d, h, w = z.shape
             flat = z.permute(0, 2, 3, 1).reshape(-1, d)
             idx = self.nearest(flat)
-            counts = torch.bincount(idx, minlength=self.num_embeddings).float()
+            counts = torch.zeros(self.num_embeddings, device=flat.device).index_add_(
+                0, idx, torch.ones(idx.shape, device=flat.device))
             if self.training:
-                self._update(flat.detach(), idx, counts)
+                self._update(flat.detach(), idx, counts)  # counts become the global batch's
             q = F.embedding(idx, self.codebook).view(n, h, w, d).permute(0, 3, 1, 2)
             commitment = F.mse_loss(z, q.detach())
             loss = self.commitment_cost * commitment
@@ -101,25 +115,29 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
-        """EMA codebook step and dead-code restarts (training only; single process)."""
+        """EMA codebook step and dead-code restarts (training only), from the global batch:
+        ``counts`` (and the per-code sums) are summed across ranks in place first."""
         if self.ema:
             sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
+            distributed.sum_across_ranks_(counts, sums)
             self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             total = self.ema_count.sum()
             smoothed = (self.ema_count + self.epsilon) / (total + self.num_embeddings * self.epsilon) * total
             self.codebook.copy_(self.ema_sum / smoothed.unsqueeze(1))
+        else:
+            distributed.sum_across_ranks_(counts)
         if self.restart_dead:
             self.usage.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-            dead = (self.usage < DEAD_USAGE).nonzero().squeeze(1)
-            if len(dead):
-                self._restart(dead, flat)
+            self._restart(flat)
 
-    def _restart(self, dead: torch.Tensor, flat: torch.Tensor) -> None:
-        """Move dead codes onto random encoder outputs and give them one batch's grace."""
-        pick = torch.randint(0, flat.shape[0], (len(dead),), device=flat.device)
-        self.codebook.data[dead] = flat[pick]
-        self.usage[dead] = DEAD_USAGE
+    def _restart(self, flat: torch.Tensor) -> None:
+        """Move dead codes onto random encoder outputs of the (global) batch and give them one batch's
+        grace. Code k's candidate is the k-th of ``num_embeddings`` random rows; live codes ignore theirs."""
+        dead = (self.usage < DEAD_USAGE).unsqueeze(1)
+        candidates = distributed.global_rows(flat, self.num_embeddings)
+        self.codebook.data.copy_(torch.where(dead, candidates, self.codebook.data))
+        self.usage.masked_fill_(dead.squeeze(1), DEAD_USAGE)
         if self.ema:
-            self.ema_sum[dead] = flat[pick]
-            self.ema_count[dead] = 1.0
+            self.ema_sum.copy_(torch.where(dead, candidates, self.ema_sum))
+            self.ema_count.masked_fill_(dead.squeeze(1), 1.0)

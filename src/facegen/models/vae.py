@@ -22,6 +22,7 @@ from facegen.config import VAEConfig
 from facegen.data.dataset import Batch
 from facegen.models.base import (EDIT, ENCODE, LIKELIHOOD, RECONSTRUCT, TRAVERSE, GenerativeModel,
                                  SingleLossTraining)
+from facegen.runtime import to_device
 
 
 def _encoder(widths: tuple[int, ...]) -> nn.Sequential:
@@ -78,7 +79,7 @@ class VAE(SingleLossTraining, GenerativeModel):
 
     def latent_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         device = next(self.parameters()).device
-        return torch.randn(n, self.cfg.latent_dim, generator=generator).to(device)
+        return to_device(torch.randn(n, self.cfg.latent_dim, generator=generator), device)
 
     def sample(self, n: int, generator: torch.Generator, attrs: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(self.latent_prior(n, generator))
@@ -107,7 +108,7 @@ class VAE(SingleLossTraining, GenerativeModel):
         mu, logvar = (t.float() for t in self.posterior(x))
         log_norm = 0.5 * math.log(2 * math.pi)
         for _ in range(k):
-            eps = torch.randn(mu.shape, generator=generator).to(mu.device)
+            eps = to_device(torch.randn(mu.shape, generator=generator), mu.device)
             z = mu + eps * torch.exp(0.5 * logvar)
             log_pz = (-0.5 * z.pow(2) - log_norm).sum(1)
             log_qz = (-0.5 * eps.pow(2) - log_norm - 0.5 * logvar).sum(1)

@@ -8,9 +8,15 @@ Speed notes: per-step losses stay on the device and are summed as tensors; the h
 once per epoch (plus a throttled progress-bar refresh), so there is no ``.item()`` sync per step.
 Optimisers come from ``Runtime.optimizers`` (fused kernels where the device has them).
 
-Under ``torchrun`` (``dist.world_size > 1``) each rank trains on its shard of every global batch;
-facegen.distributed averages gradients at each optimiser step and buffers after each step, and
-only rank 0 writes the CSV, the resumable state and calls ``on_epoch`` (tracking).
+Under ``torchrun`` (``dist.world_size > 1``) each rank trains on its slice of every global batch;
+facegen.distributed makes the ranks one process on the global batch (synchronised BatchNorm, the
+VQ codebook's statistics summed across ranks, gradients averaged at each optimiser step), and only
+rank 0 writes the CSV, the resumable state and calls ``on_epoch`` (tracking).
+
+Data: on CUDA the train and validation splits are copied to the device once, as uint8, when they fit
+(``FaceSplit.on_device``), and each epoch's permutation is applied there; otherwise batches are
+gathered from the memory-mapped split into pinned memory and copied asynchronously. Either way a
+step neither reads the host's data synchronously nor makes the host wait for the device.
 
 A NaN/inf epoch loss stops training with a TrainingDivergedError (no state or model is written
 for it). The check reads the per-epoch means the loop computes anyway: a non-finite loss at any
@@ -174,16 +180,16 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
     code = code_hash()  # at entry: by now the same code has always loaded the same modules
     opts = rt.optimizers(model)
     result = FitResult()
-    batch_size = dist.local_batch(tcfg.batch_size)
+    batch_size = dist.local_batch(tcfg.batch_size, f"{params_key}.batch_size")
+    train = train.on_device(rt.device)
+    val = val.on_device(rt.device) if val is not None else None
     steps_per_epoch = train.num_batches(batch_size, drop_last=True, world_size=dist.world_size)
     if tcfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, tcfg.max_steps_per_epoch)
     scheds = lr_schedulers(opts, tcfg, steps_per_epoch)
     _resume(state_path, code, model, opts, scheds, generator, result)
     if dist.enabled:
-        distributed.broadcast_state(model)
-        distributed.average_gradients(opts.values(), dist.world_size)
-        distributed.decorrelate_rng(dist.rank)
+        distributed.prepare_training(model, opts.values(), dist)
     for epoch in range(result.resumed_from_epoch, tcfg.epochs):
         model.train()
         sums: dict[str, torch.Tensor] = {}
@@ -197,12 +203,11 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
         for step, batch in enumerate(batches):
             if step >= steps_per_epoch:
                 break
+            rt.step_begin()
             with rt.autocast():
                 out = model.train_step(batch, opts)
             for sched in scheds.values():
                 sched.step()
-            if dist.enabled:
-                distributed.average_buffers(model, dist.world_size)
             _accumulate(sums, out)
             images_seen += batch.images.shape[0]
             bar.update(1)
