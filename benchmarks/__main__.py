@@ -27,9 +27,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS_DIR = HERE / "results"
 MERGED = HERE / "results.json"
-# Run only when asked for: the pipeline (~15 min) and the noise measurement (~45 min) are slow, and
-# bench_defaults needs a family and overrides on its command line.
-OPT_IN = {"pipeline", "noise", "defaults"}
+# Run only when asked for: the pipeline (~15 min) and the noise measurement (~45 min) are slow,
+# bench_defaults needs a family and overrides on its command line, and bench_memory writes ~12 GB.
+OPT_IN = {"pipeline", "noise", "defaults", "memory"}
 
 TRAINING_TARGET = 1.3
 SAMPLING_TARGET = 20.0
