@@ -19,6 +19,7 @@ from facegen.data.celeba import find_layout, read_table
 from facegen.data.prepare import _limit, load_image, prepare
 from facegen.data.synthetic import FACTORS, attribute_table, generate_celeba_folder, sample_params
 from facegen.errors import DataError
+from tests.celeba_layouts import make_kaggle, make_torchvision
 
 SEED = 7
 N = 256
@@ -182,45 +183,13 @@ def test_blond_and_black_hair_differ_and_factors_show(faces: Path, table: pd.Dat
 SUBSET = 24
 
 
-def _subset(faces: Path, table: pd.DataFrame, image_dir: Path) -> pd.DataFrame:
-    """Copy the first SUBSET images into ``image_dir``; return their rows of the original lists."""
-    image_dir.mkdir(parents=True)
-    rows = table.iloc[:SUBSET]
-    for name in rows["image_id"]:
-        shutil.copy(faces / "img_align_celeba" / name, image_dir / name)
-    return rows
-
-
-def make_torchvision(faces: Path, table: pd.DataFrame, root: Path) -> pd.DataFrame:
-    """root/celeba/{img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt} as torchvision has it."""
-    rows = _subset(faces, table, root / "celeba" / "img_align_celeba")
-    attr_lines = (faces / "list_attr_celeba.txt").read_text().splitlines()
-    (root / "celeba" / "list_attr_celeba.txt").write_text("\n".join([str(SUBSET), *attr_lines[1:SUBSET + 2]]) + "\n")
-    part_lines = (faces / "list_eval_partition.txt").read_text().splitlines()
-    (root / "celeba" / "list_eval_partition.txt").write_text("\n".join(part_lines[:SUBSET]) + "\n")
-    return rows
-
-
-def make_kaggle(faces: Path, table: pd.DataFrame, root: Path) -> pd.DataFrame:
-    """root/img_align_celeba/img_align_celeba/ + list_attr_celeba.csv + list_eval_partition.csv (Kaggle)."""
-    rows = _subset(faces, table, root / "img_align_celeba" / "img_align_celeba")
-    attrs = rows[["image_id", *CELEBA_ATTRIBUTES]].copy()
-    attrs[list(CELEBA_ATTRIBUTES)] = attrs[list(CELEBA_ATTRIBUTES)] * 2 - 1  # 1 / -1 as in the file
-    attrs.to_csv(root / "list_attr_celeba.csv", index=False)
-    partition = rows["split"].map({"train": 0, "val": 1, "test": 2})
-    pd.DataFrame({"image_id": rows["image_id"], "partition": partition}).to_csv(
-        root / "list_eval_partition.csv", index=False)
-    assert (root / "list_attr_celeba.csv").read_text().startswith("image_id,5_o_Clock_Shadow,Arched_Eyebrows,")
-    return rows
-
-
 @pytest.mark.parametrize(("make", "fmt", "image_dir"), [
     (make_torchvision, "txt", "celeba/img_align_celeba"),
     (make_kaggle, "csv", "img_align_celeba/img_align_celeba"),
 ])
 def test_real_celeba_layouts_are_detected_and_read(faces: Path, table: pd.DataFrame, tmp_path: Path,
                                                    make, fmt: str, image_dir: str) -> None:
-    expected = make(faces, table, tmp_path)
+    expected = make(faces, table, tmp_path, SUBSET)
     layout = find_layout(tmp_path)
     assert layout.format == fmt and layout.image_dir == tmp_path / image_dir and layout.factors_file is None
     got = read_table(layout, ("Smiling", "Male"))

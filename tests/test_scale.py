@@ -5,9 +5,17 @@
 * prepared splits are memory-mapped, not read; attribute directions are streamed sums that equal
   the all-at-once means;
 * the decisions taken from the hardware (bf16 on CUDA only from compute capability 8.0, whether a
-  split is copied to the GPU) and the refusal of CUDA graphs without CUDA.
+  split is copied to the GPU) and the refusal of CUDA graphs without CUDA;
+* the prepared GPU check (``benchmarks/gpu_check.py``) refuses without CUDA and runs every stage's
+  logic at toy sizes on the CPU.
 """
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,8 +32,11 @@ from facegen.models import build
 from facegen.models.classifier import AttributeClassifier
 from facegen.models.pixelcnn import PixelCNNPrior
 from facegen.runtime import auto_precision, setup_runtime
+from benchmarks import gpu_check
 from tests.conftest import ATTRS, make_split
 from tests.host_sync import HostSyncRecorder
+
+REPO = Path(__file__).resolve().parents[1]
 
 TRAIN = TrainConfig(batch_size=8, lr=1e-3)
 SIZE = 16
@@ -150,3 +161,30 @@ def test_cuda_graphs_are_refused_without_cuda():
     with pytest.raises(ConfigError, match="compile_mode reduce-overhead replays CUDA graphs and needs a CUDA device"):
         setup_runtime(RuntimeConfig(device="cpu", precision="fp32", compile=True, compile_mode="reduce-overhead"))
     assert setup_runtime(RuntimeConfig(device="cpu", precision="fp32", compile_mode="reduce-overhead")).device.type == "cpu"
+
+
+def test_gpu_check_refuses_in_one_line_without_cuda():
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: no CUDA device is visible")
+
+
+def test_gpu_check_runs_every_stage_at_toy_sizes_on_the_cpu(tmp_path):
+    result = gpu_check.main(["--device", "cpu", "--tiny", "--out", str(tmp_path / "gpu.json")])
+    assert json.loads((tmp_path / "gpu.json").read_text()) == result
+    stages = [(s["stage"], s.get("family"), s.get("image_size")) for s in result["stages"]]
+    assert stages == [("train", f, size) for size in gpu_check.TINY_SIZES for f in gpu_check.FAMILIES] + [
+        ("prior_sampling", None, 16), ("prior_sampling", None, 32), ("inception", None, 16), ("ddp", None, None)]
+    for s in result["stages"][:-1]:
+        assert s["img_per_s"] > 0 and s["seconds"] > 0 and s["peak_gpu_mb"] is None
+    assert result["stages"][-1] == {"stage": "ddp", "skipped": "needs 2 CUDA devices, found 0"}
+    assert result["machine"]["device"] == "cpu" and result["tiny"] and result["steps"] == 2
+
+
+def test_deterministic_changes_nothing_on_the_cpu_path():
+    """CPU kernels are deterministic as they are: torch's global deterministic mode (which would add
+    checks to every op) is turned on for CUDA only; cuDNN never autotunes when deterministic."""
+    setup_runtime(RuntimeConfig(device="cpu", precision="fp32", deterministic=True))
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark

@@ -65,7 +65,7 @@ class FaceSplit:
 
     def _rows(self, t: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Rows ``idx`` of ``t`` (this split's images or attributes) on ``device``."""
-        return to_device(t[idx.to(t.device, non_blocking=True)], device)
+        return to_device(t[to_device(idx, t.device)], device)
 
     def batch(self, idx: torch.Tensor, device: torch.device, channels_last: bool = True) -> Batch:
         x = self._rows(self.images, idx, device).permute(0, 3, 1, 2).float().div_(255)

@@ -311,8 +311,14 @@ def _identity_runs(ctx: EvalContext) -> bool:
 
 
 def _face_template(ctx: EvalContext) -> Template:
-    """Where the 5 landmarks sit in the training crops: tells dlib where the face is in each crop."""
-    return faces_template(ctx.train.images.numpy(), ctx.train.images.shape[1], "the training split")
+    """Where the 5 landmarks sit in the training crops: tells dlib where the face is in each crop.
+
+    Measured once per context (both identity analyses use it; it runs the face detector on up to 200
+    training faces)."""
+    if "face_template" not in ctx.shared:
+        ctx.shared["face_template"] = faces_template(ctx.train.images.numpy(), ctx.train.images.shape[1],
+                                                     "the training split")
+    return ctx.shared["face_template"]
 
 
 def identity_reconstruction(ctx: EvalContext) -> dict[str, float]:
