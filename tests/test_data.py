@@ -228,7 +228,7 @@ def test_lists_without_images_are_partial(faces: Path, table: pd.DataFrame, tmp_
 
 
 def test_kaggle_images_without_csv_lists_name_what_is_missing(faces: Path, table: pd.DataFrame, tmp_path: Path) -> None:
-    make_kaggle(faces, table, tmp_path)
+    make_kaggle(faces, table, tmp_path, SUBSET)
     (tmp_path / "list_eval_partition.csv").unlink()
     with pytest.raises(DataError, match=r"partial Kaggle layout: missing .*list_eval_partition\.csv"):
         find_layout(tmp_path)
