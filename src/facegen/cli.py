@@ -27,6 +27,7 @@ _STARTED = time.perf_counter()  # before the heavy imports below: the "imports" 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -689,6 +690,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     read-only, full, size-limited), or 128 + the signal's number after Ctrl-C / SIGTERM / SIGHUP."""
     args = build_parser().parse_args(argv)
     interrupt_on_termination()
+    # matplotlib (imported later, for labelled figures) logs two warnings when $HOME cannot hold its
+    # font cache and builds one in a temp folder: like facegen's caches, only an optimisation.
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     with warnings.catch_warnings():  # one-line warnings for this command, the caller's formatting after
         warnings.showwarning = show_warning_one_line
         try:
