@@ -116,6 +116,7 @@ def cache_unusable(reason: str) -> None:
     global _cache_warned
     if not _cache_warned:
         _cache_warned = True
+        reason = " ".join(reason.split())  # one line, also for a library's multi-line message
         warnings.warn(f"not caching ({reason}); results are recomputed each time", stacklevel=3)
 
 
