@@ -37,17 +37,23 @@ def edit_args(ws: Path, out: Path) -> list[str]:
             "--out", str(out)]
 
 
-def cli_process(ws: Path, out: Path, cache: Path, limit: int | None = None) -> subprocess.CompletedProcess:
-    """``facegen edit`` as a real process, optionally with a file size limit (``ulimit -f``)."""
+def cli_process(ws: Path, out: Path, cache: Path, limit: int | None = None) -> subprocess.Popen:
+    """``facegen edit`` started as a real process, optionally with a file size limit (``ulimit -f``)."""
     def set_limit() -> None:
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
     env = {**os.environ, "PYTHONPATH": str(SRC), "FACEGEN_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1",
            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    return subprocess.run([sys.executable, "-m", "facegen.cli", *edit_args(ws, out), "--models-dir",
-                           str(ws / "models"), "--prepared-dir", str(ws / "prepared"), "--device", "cpu"],
-                          env=env, capture_output=True, text=True, timeout=300, preexec_fn=set_limit)
+    return subprocess.Popen([sys.executable, "-m", "facegen.cli", *edit_args(ws, out), "--models-dir",
+                             str(ws / "models"), "--prepared-dir", str(ws / "prepared"), "--device", "cpu"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=set_limit)
+
+
+def finished(proc: subprocess.Popen) -> tuple[int, str]:
+    """Exit code and stderr of a :func:`cli_process`."""
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
 
 
 def only_line(stderr: str, prefix: str) -> str:
@@ -76,11 +82,11 @@ def test_read_only_out_is_one_line_before_any_work(ws, tmp_path, capsys):
 def test_size_limited_out_is_one_line_and_leaves_nothing(ws, tmp_path):
     """``ulimit -f``: the image is over the limit (EFBIG); the direction cache entry too (one warning)."""
     out_dir, cache = tmp_path / "out", tmp_path / "cache"
-    proc = cli_process(ws, out_dir / "e.png", cache, limit=700)
-    assert proc.returncode == 2, proc.stderr
-    line = only_line(proc.stderr, "error:")
+    code, err = finished(cli_process(ws, out_dir / "e.png", cache, limit=700))
+    assert code == 2, err
+    line = only_line(err, "error:")
     assert line.startswith(f"error: File too large ({out_dir / 'e.png'}): the file size limit (`ulimit -f`)"), line
-    assert "not caching (cannot " in only_line(proc.stderr, "warning:")  # the first cache entry over the limit
+    assert "not caching (cannot " in only_line(err, "warning:")  # the first cache entry over the limit
     assert list(out_dir.iterdir()) == []  # no image, no temp file, no sidecar
     assert not list(cache.rglob("*.tmp"))
 
@@ -151,6 +157,21 @@ def test_damaged_cache_entries_are_recomputed(ws, tmp_path, monkeypatch, capsys)
         assert (tmp_path / "again.png").read_bytes() == (tmp_path / "first.png").read_bytes()
         assert torch.equal(torch.load(direction, weights_only=True)["direction"], good_direction["direction"])
         assert template.read_text() == good_template
+
+
+@pytest.mark.slow  # three CLI processes at once (~20 s on 2 cores)
+def test_three_edits_at_once_on_a_fresh_cache(ws, tmp_path):
+    """Each writes the same cache entries at the same moment: temp file + rename, so every reader sees a
+    whole entry or none, and all three results are the same."""
+    cache = tmp_path / "cache"
+    procs = [cli_process(ws, tmp_path / f"e{i}.png", cache) for i in range(3)]
+    for proc in procs:
+        code, err = finished(proc)
+        assert code == 0 and "warning" not in err and "Traceback" not in err, err
+    first = (tmp_path / "e0.png").read_bytes()
+    assert all((tmp_path / f"e{i}.png").read_bytes() == first for i in (1, 2))
+    assert sorted(p.parent.name for p in cache.rglob("*") if p.is_file()) == ["directions", "dlib", "templates"]
+    assert not list(cache.rglob(".*.tmp"))
 
 
 # -- modes -------------------------------------------------------------------------------------------

@@ -21,12 +21,19 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
+from mlflow.server import get_app_client
 
+from facegen.config import VAEConfig
+from facegen.models import build
+from facegen.models.checkpoint import save_model
+from facegen.tracking import start_run
 from tests.test_pipeline import tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,26 +67,36 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``mlflow server`` on loopback: its own SQLite store and artifact root; stopped at the end."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+def start_server(root: Path, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``mlflow server [options]`` on loopback with its own SQLite store and artifact root under ``root``;
+    returns it and its URL once /health answers (90 s at most)."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        [str(BIN / "mlflow"), "server", *options, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
+        env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start within 60 s"
+            assert time.monotonic() < deadline, "mlflow server did not start within 90 s"
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
+                    return proc, url
             except OSError:
                 time.sleep(0.5)
+    except BaseException:
+        stop(proc)
+        raise
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """An open ``mlflow server`` on loopback (what docs/team.md starts first); stopped at the end."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    proc, url = start_server(root)
+    try:
         yield url, root
     finally:
         stop(proc)
@@ -152,11 +169,9 @@ def test_push_then_pull_in_a_fresh_clone_needs_no_training(trained, tmp_path):
 def test_a_model_replaced_on_the_server_is_refused(trained, server, tmp_path):
     """The documented failure: an anonymous client of an open server swaps a run's model.pt. The run's
     recorded SHA-256 (a write-once param) catches it: one line, exit 2, nothing written."""
-    from mlflow.tracking import MlflowClient
-
     repo, env = trained
     url, _ = server
-    client = MlflowClient(tracking_uri=url)
+    client = mlflow.MlflowClient(tracking_uri=url)
     (run,) = client.search_runs([client.get_experiment_by_name("facegen").experiment_id],
                                 filter_string="tags.stage = 'train' and tags.family = 'vae'")
     swap = tmp_path / "model.pt"
@@ -174,33 +189,14 @@ def test_a_model_replaced_on_the_server_is_refused(trained, server, tmp_path):
 def test_basic_auth_server_refuses_anonymous_clients(tmp_path):
     """docs/team.md's shared server: MLflow's basic-auth app. Anonymous reads, writes and deletes get 401;
     a user's stage run lands, and the CLI reads its model back with the user's credentials."""
-    import urllib.error
-
-    from facegen.tracking import start_run
-
-    port = free_port()
     (tmp_path / "auth.ini").write_text("[mlflow]\ndefault_permission = READ\n"
                                        f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
                                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
                                        "auth_cache_ttl_seconds = 60\n")  # one PBKDF2 check per user, not per request
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
            "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-admin-secret-1", "MLFLOW_FLASK_SERVER_SECRET_KEY": "csrf-key"}
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(tmp_path, "--app-name", "basic-auth", env=env)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start within 90 s"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
         for method, path in (("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
                              ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/x/artifacts/model/model.pt"),
                              ("POST", "/api/2.0/mlflow/runs/delete")):
@@ -210,10 +206,6 @@ def test_basic_auth_server_refuses_anonymous_clients(tmp_path):
             assert refused.value.code == 401, (method, path)
 
         model = tmp_path / "models" / "vae" / "model.pt"
-        from facegen.config import VAEConfig
-        from facegen.models import build
-        from facegen.models.checkpoint import save_model
-
         save_model(build("vae", VAEConfig(latent_dim=4, widths=(8, 16)), 16), model)
         timeout = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "120"}  # each login is a PBKDF2 check: slow on a busy CI box
         user = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "ana",
@@ -222,20 +214,15 @@ def test_basic_auth_server_refuses_anonymous_clients(tmp_path):
             for key, value in {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "a-long-admin-secret-1",
                                **timeout}.items():
                 mp.setenv(key, value)
-            from mlflow import MlflowClient
-            from mlflow.server import get_app_client
-
             auth = get_app_client("basic-auth", tracking_uri=url)
             auth.create_user("ana", user["MLFLOW_TRACKING_PASSWORD"])
-            experiment = MlflowClient(url).create_experiment("facegen")
+            experiment = mlflow.MlflowClient(url).create_experiment("facegen")
             auth.grant_user_permission("ana", "experiment", experiment, "EDIT")
         with pytest.MonkeyPatch.context() as mp:
             for key, value in user.items():
                 mp.setenv(key, value)
             with start_run("train", "vae", {}, "h") as tracker:
                 tracker.log_artifact(model, "model")
-                import mlflow
-
                 run_id = mlflow.active_run().info.run_id
             assert tracker.active
         out = tmp_path / "s.png"

@@ -217,20 +217,25 @@ def test_a_half_initialised_empty_store_is_rebuilt_and_records_the_run(tmp_path)
                        "(leftover table _alembic_tmp_tags) and held no runs: rebuilt it"], rebuilt
 
 
-def test_a_half_initialised_store_holding_runs_is_named_in_one_line(tmp_path, monkeypatch):
-
-    from facegen.errors import TrackingError
-    from facegen.tracking import download_artifact
-
-    db = tmp_path / "mlruns.db"
-    _half_initialised(db, runs=True)
-    before = db.read_bytes()
+def _untracked_warning() -> str:
+    """Run an empty stage; check that it ran untracked and return the one MLflow warning it gave."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with start_run("train", "vae", {"a": 1}, "h") as tracker:
             pass
     assert not tracker.active
     (line,) = [str(w.message) for w in caught if "MLflow" in str(w.message)]
+    return line
+
+
+def test_a_half_initialised_store_holding_runs_is_named_in_one_line(tmp_path):
+    from facegen.errors import TrackingError
+    from facegen.tracking import download_artifact
+
+    db = tmp_path / "mlruns.db"
+    _half_initialised(db, runs=True)
+    before = db.read_bytes()
+    line = _untracked_warning()
     assert f"the MLflow store {db} holds 1 runs but has schema revision 451aebb31d03, not " in line
     assert "`mlflow db upgrade sqlite:///" in line and "\n" not in line
     assert db.read_bytes() == before  # never replaced
@@ -240,12 +245,7 @@ def test_a_half_initialised_store_holding_runs_is_named_in_one_line(tmp_path, mo
 
 def test_a_store_that_is_not_a_database_is_named_in_one_line(tmp_path):
     (tmp_path / "mlruns.db").write_bytes(b"this is not SQLite " * 64)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with start_run("train", "vae", {"a": 1}, "h") as tracker:
-            pass
-    assert not tracker.active
-    (line,) = [str(w.message) for w in caught if "MLflow" in str(w.message)]
+    line = _untracked_warning()
     assert f"the MLflow store {tmp_path / 'mlruns.db'} is not a readable SQLite database" in line
     assert "move it aside" in line
 
@@ -268,12 +268,7 @@ def test_unusual_checkout_paths(tmp_path, monkeypatch):
         beside = set(tmp_path.iterdir())
         monkeypatch.setenv("FACEGEN_REPO_ROOT", str(root))
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with start_run("train", "vae", {}, "h") as tracker:
-                pass
-        assert not tracker.active
-        (line,) = [str(w.message) for w in caught if "MLflow" in str(w.message)]
+        line = _untracked_warning()
         assert f"cannot keep the MLflow store in {root}: its path holds" in line and "MLFLOW_TRACKING_URI" in line
         assert set(tmp_path.iterdir()) == beside and list(root.iterdir()) == []  # no store here or elsewhere
 

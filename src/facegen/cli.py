@@ -48,7 +48,7 @@ from facegen import artifacts, tracking  # noqa: E402
 from facegen.config import EvaluateConfig, RuntimeConfig  # noqa: E402
 from facegen.data.dataset import load_split  # noqa: E402
 from facegen.data.images import load_image, read_image  # noqa: E402
-from facegen.errors import (DataError, FacegenError, Terminated, exit_code, interrupt_on_termination,  # noqa: E402
+from facegen.errors import (DataError, FacegenError, exit_code, interrupt_on_termination, interrupted,  # noqa: E402
                             os_error_message, show_warning_one_line)
 from facegen.latent.attributes import attribute_directions, edit  # noqa: E402
 from facegen.latent.interpolation import lerp, slerp  # noqa: E402
@@ -704,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {os_error_message(err)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as stop:
-            print(f"error: interrupted{f' ({stop})' if isinstance(stop, Terminated) else ''}", file=sys.stderr)
+            print(f"error: {interrupted(stop)}", file=sys.stderr)
             return exit_code(stop)
     return 0
 

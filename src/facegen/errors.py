@@ -1,4 +1,12 @@
-"""User-facing errors: anything raised as a FacegenError is printed as one line, without traceback."""
+"""User-facing errors: anything raised as a FacegenError is printed as one line, without traceback.
+
+Also how a command ends on the other things a user sees: an interrupt (Ctrl-C, SIGTERM, SIGHUP),
+an OSError of the machine, a warning.
+"""
+import errno
+import signal
+import sys
+import threading
 
 
 class FacegenError(Exception):
@@ -36,16 +44,17 @@ class Terminated(KeyboardInterrupt):
     """
 
     def __init__(self, signum: int) -> None:
-        import signal
-
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
 
+def interrupted(stop: KeyboardInterrupt) -> str:
+    """``interrupted``, naming the signal when it was not Ctrl-C: ``interrupted (SIGTERM)``."""
+    return f"interrupted ({stop})" if isinstance(stop, Terminated) else "interrupted"
+
+
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """The shell's convention for a process ended by a signal: 128 + its number (SIGINT 130, SIGTERM 143)."""
-    import signal
-
     return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
@@ -55,9 +64,6 @@ def interrupt_on_termination() -> None:
     Only where the signal still has its default action (a SIGHUP ignored by ``nohup`` stays ignored),
     and only from the main thread, the one Python delivers signals to.
     """
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -71,8 +77,6 @@ def interrupt_on_termination() -> None:
 
 def os_error_message(err: OSError) -> str:
     """One line naming what the system refused, the path, and what to do about it."""
-    import errno
-
     where = f" ({err.filename})" if err.filename else ""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free disk space, then rerun"
@@ -88,6 +92,4 @@ def os_error_message(err: OSError) -> str:
 
 def show_warning_one_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """``warnings.showwarning`` for commands: ``warning: <message>`` on stderr, no source location."""
-    import sys
-
     print(f"warning: {message}", file=sys.stderr)

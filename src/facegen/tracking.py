@@ -140,11 +140,16 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log one file, recording its SHA-256 first as the param ``sha256/<artifact path>`` (what
         :func:`download_artifact` checks the file against when it is fetched back)."""
-        if self._mlflow is not None:
-            name = f"{artifact_path.strip('/')}/{Path(path).name}" if artifact_path else Path(path).name
-            self._call("log_param", self._mlflow.log_param, DIGEST_PARAM + name, sha256(Path(path)))
-        if self._mlflow is not None:
-            self._call("log_artifact", self._mlflow.log_artifact, str(path), artifact_path)
+        if self._mlflow is None:
+            return
+        mlflow = self._mlflow
+        name = f"{artifact_path.strip('/')}/{Path(path).name}" if artifact_path else Path(path).name
+
+        def log() -> None:  # hashing inside _call too: an unreadable file costs a warning, not the stage
+            mlflow.log_param(DIGEST_PARAM + name, sha256(Path(path)))
+            mlflow.log_artifact(str(path), artifact_path)
+
+        self._call("log_artifact", log)
 
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
         if self._mlflow is not None and Path(directory).is_dir():

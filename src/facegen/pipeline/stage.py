@@ -16,7 +16,7 @@ import warnings
 from typing import Callable
 
 from facegen.config import Params, load_params
-from facegen.errors import (FacegenError, Terminated, exit_code, interrupt_on_termination, os_error_message,
+from facegen.errors import (FacegenError, exit_code, interrupt_on_termination, interrupted, os_error_message,
                             show_warning_one_line)
 
 
@@ -40,8 +40,7 @@ def stage_main(description: str, body: Callable[[Params, argparse.Namespace], No
         print(f"error: {os_error_message(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP raised as errors.Terminated
-        by = f" ({stop})" if isinstance(stop, Terminated) else ""
-        print(f"error: interrupted{by}; rerun the stage to continue (training resumes after its last completed "
+        print(f"error: {interrupted(stop)}; rerun the stage to continue (training resumes after its last completed "
               "epoch)", file=sys.stderr)
         sys.exit(exit_code(stop))
 
