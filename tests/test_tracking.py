@@ -243,10 +243,16 @@ def test_a_half_initialised_store_holding_runs_is_named_in_one_line(tmp_path):
         download_artifact("0" * 32, "model/model.pt", tmp_path / "dl")
 
 
-def test_a_store_that_is_not_a_database_is_named_in_one_line(tmp_path):
-    (tmp_path / "mlruns.db").write_bytes(b"this is not SQLite " * 64)
+@pytest.mark.parametrize("what", ["garbage", "folder"])
+def test_a_store_that_is_not_a_database_is_named_in_one_line(tmp_path, what):
+    """Both would have MLflow retry opening them for minutes before the stage went on untracked."""
+    db = tmp_path / "mlruns.db"
+    if what == "folder":
+        db.mkdir()
+    else:
+        db.write_bytes(b"this is not SQLite " * 64)
     line = _untracked_warning()
-    assert f"the MLflow store {tmp_path / 'mlruns.db'} is not a readable SQLite database" in line
+    assert f"the MLflow store {db} is not {'a file' if what == 'folder' else 'a readable SQLite database'}" in line
     assert "move it aside" in line
 
 

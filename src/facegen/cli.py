@@ -298,6 +298,16 @@ def cached_attribute_direction(model: GenerativeModel, attr: str, args: argparse
     return direction, unit, strength
 
 
+def attribute_conditions(pairs: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """``--attr NAME=0|1`` options as a dict; an attribute given twice is refused (a dict would keep the last)."""
+    wanted: dict[str, float] = {}
+    for name, value in pairs:
+        if name in wanted:
+            raise FacegenError(f"--attr {name} is given twice ({name}={wanted[name]:g} and {name}={value:g}); keep one")
+        wanted[name] = value
+    return wanted
+
+
 def sample_conditions(model: GenerativeModel, wanted: dict[str, float], args: argparse.Namespace) -> torch.Tensor:
     """(n, A) attribute rows for a conditional sampler: the ``--attr`` values, the rest as in real faces.
 
@@ -328,7 +338,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     check_outputs(args.out.parent)
     rt = make_runtime(args.device)
     model = load_family(args, rt)
-    attrs = sample_conditions(model, dict(args.attr), args) if args.attr else None
+    attrs = sample_conditions(model, attribute_conditions(args.attr), args) if args.attr else None
     generator = torch.Generator().manual_seed(args.seed)
     images = []
     with tqdm(total=args.n, desc=f"sampling {model.family}", unit="img", disable=None) as bar, \

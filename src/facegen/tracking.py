@@ -204,10 +204,14 @@ def _store_problem(db: Path) -> tuple[str, int] | None:
     this MLflow expects. Otherwise: leftover ``_alembic_tmp_*`` tables (a migration stopped halfway),
     no recorded revision although tables exist (set-up stopped before the first migration), or another
     revision (stopped between two migrations, or a store of another MLflow version). Read-only: the
-    file is opened with ``mode=ro``. Raises TrackingError when it is not a readable SQLite database.
+    file is opened with ``mode=ro``. Raises TrackingError when it is not a file or not a readable SQLite
+    database (both of which MLflow would retry opening for minutes).
     """
-    if not db.is_file():
+    if not db.exists():
         return None
+    if not db.is_file():  # MLflow would retry opening it for minutes
+        raise TrackingError(f"the MLflow store {db} is not a file: move it aside (the next stage starts a fresh store "
+                            "there), or set MLFLOW_TRACKING_URI")
     try:
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)) as con:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
