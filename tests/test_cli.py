@@ -195,6 +195,8 @@ def test_conditional_sampling_uses_the_sampler_attributes(ws, tmp_path, monkeypa
     (["edit", "{ws}/a.jpg", "--aligned", "--family", "dcgan", "--attr", "Bald"], "unknown to the attribute classifier"),
     (["edit", "{ws}/a.jpg", "--family", "vae", "--attr", "Smiling"], "no face found in "),
     (["sample", "--family", "vae", "--attr", "Smiling=1"], "vae samples cannot be conditioned"),
+    (["sample", "--family", "vae", "--attr", "Smiling=1", "--attr", "Smiling=0"],
+     "--attr Smiling is given twice (Smiling=1 and Smiling=0); keep one"),
     (["sample", "--family", "vqvae"], "no fitted prior"),
     (["sample", "--run-id", "0123456789abcdef"], "no MLflow store at sqlite:"),
 ])

@@ -201,6 +201,19 @@ def test_params_not_yaml(tmp_path, monkeypatch, capfd):
     assert_user_error(code, err, "params.yaml is not valid YAML")
 
 
+def test_params_duplicate_key(tmp_path, monkeypatch, capfd):
+    """PyYAML keeps the last of two equal keys silently; a pasted override must not win (or lose) unseen."""
+    root = make_repo(tmp_path, data=False)
+    text = (root / "params.yaml").read_text()
+    assert text.count("      lr: 0.003\n") == 1
+    (root / "params.yaml").write_text(text.replace("      lr: 0.003\n", "      lr: 0.003\n      lr: 0.03\n"))
+    line_no = text.splitlines().index("      lr: 0.003") + 1
+    code, err = run(root, monkeypatch, capfd, "train", "--family", "vae")
+    assert_user_error(code, err, f"params.yaml: key models.vae.train.lr appears twice (lines {line_no} and "
+                                 f"{line_no + 1}); keep one")
+    assert files_under(root / "models") == []
+
+
 # -- checkpoints ------------------------------------------------------------------------------------
 def test_checkpoint_from_a_different_architecture(tmp_path, monkeypatch, capfd):
     root = make_repo(tmp_path, data=False)

@@ -96,6 +96,24 @@ def test_palette_with_transparency(tmp_path):
     assert tuple(rgb[1, 1]) == (255, 255, 255)
 
 
+def test_animated_gif_is_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (W, H), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(tmp_path / "anim.gif").n_frames == 2
+    rgb = read_array(tmp_path / "anim.gif")
+    assert rgb.shape == (H, W, 3) and (rgb == (255, 0, 0)).all()  # what a viewer shows first
+
+
+def test_an_odd_colour_profile_leaves_the_pixels_alone(tmp_path):
+    """An embedded ICC profile (here a Lab one, unusual for an RGB file) is not applied (module doc)."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    Image.fromarray(upright()).save(tmp_path / "lab.png", icc_profile=profile)
+    assert Image.open(tmp_path / "lab.png").info["icc_profile"] == profile
+    assert (read_array(tmp_path / "lab.png") == upright()).all()
+
+
 def test_cmyk_jpeg_keeps_its_colours(tmp_path):
     Image.new("CMYK", (16, 16), (255, 0, 0, 0)).save(tmp_path / "cyan.jpg", quality=95)  # pure cyan
     r, g, b = read_array(tmp_path / "cyan.jpg").reshape(-1, 3).mean(0)

@@ -13,6 +13,7 @@ Bounded: the server gets 60 s to start and is always stopped; stages run on tiny
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,12 +21,19 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
+from mlflow.server import get_app_client
 
+from facegen.config import VAEConfig
+from facegen.models import build
+from facegen.models.checkpoint import save_model
+from facegen.tracking import start_run
 from tests.test_pipeline import tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,34 +56,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``mlflow server`` on loopback: its own SQLite store and artifact root; stopped at the end."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+def stop(proc: subprocess.Popen) -> None:
+    """End a server started in its own session, and everything it started."""
+    with contextlib.suppress(ProcessLookupError):  # it may have died on its own
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def start_server(root: Path, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``mlflow server [options]`` on loopback with its own SQLite store and artifact root under ``root``;
+    returns it and its URL once /health answers (90 s at most)."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        [str(BIN / "mlflow"), "server", *options, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
+        env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start within 60 s"
+            assert time.monotonic() < deadline, "mlflow server did not start within 90 s"
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
+                    return proc, url
             except OSError:
                 time.sleep(0.5)
+    except BaseException:
+        stop(proc)
+        raise
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """An open ``mlflow server`` on loopback (what docs/team.md starts first); stopped at the end."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    proc, url = start_server(root)
+    try:
         yield url, root
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +164,71 @@ def test_push_then_pull_in_a_fresh_clone_needs_no_training(trained, tmp_path):
     sh([str(BIN / "facegen"), "sample", "--family", "vae", "-n", "4", "--out", str(out)], fresh, env)
     assert out.stat().st_size > 0
     assert not (fresh / ".facegen_state").exists()  # nothing was trained here
+
+
+def test_a_model_replaced_on_the_server_is_refused(trained, server, tmp_path):
+    """The documented failure: an anonymous client of an open server swaps a run's model.pt. The run's
+    recorded SHA-256 (a write-once param) catches it: one line, exit 2, nothing written."""
+    repo, env = trained
+    url, _ = server
+    client = mlflow.MlflowClient(tracking_uri=url)
+    (run,) = client.search_runs([client.get_experiment_by_name("facegen").experiment_id],
+                                filter_string="tags.stage = 'train' and tags.family = 'vae'")
+    swap = tmp_path / "model.pt"
+    swap.write_bytes((repo / "models" / "vae" / "model.pt").read_bytes() + b"\0")  # still loads as a zip
+    client.log_artifact(run.info.run_id, str(swap), "model")
+    out = tmp_path / "swapped.png"
+    proc = subprocess.run([str(BIN / "facegen"), "sample", "--run-id", run.info.run_id, "--out", str(out)], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith(f"error: model/model.pt of MLflow run {run.info.run_id} is not the file "
+                                          "that run logged"), proc.stderr
+    assert not out.exists()
+
+
+def test_basic_auth_server_refuses_anonymous_clients(tmp_path):
+    """docs/team.md's shared server: MLflow's basic-auth app. Anonymous reads, writes and deletes get 401;
+    a user's stage run lands, and the CLI reads its model back with the user's credentials."""
+    (tmp_path / "auth.ini").write_text("[mlflow]\ndefault_permission = READ\n"
+                                       f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
+                                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                                       "auth_cache_ttl_seconds = 60\n")  # one PBKDF2 check per user, not per request
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-admin-secret-1", "MLFLOW_FLASK_SERVER_SECRET_KEY": "csrf-key"}
+    proc, url = start_server(tmp_path, "--app-name", "basic-auth", env=env)
+    try:
+        for method, path in (("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
+                             ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/x/artifacts/model/model.pt"),
+                             ("POST", "/api/2.0/mlflow/runs/delete")):
+            request = urllib.request.Request(f"{url}{path}", method=method, data=b"{}" if method != "GET" else None)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 401, (method, path)
+
+        model = tmp_path / "models" / "vae" / "model.pt"
+        save_model(build("vae", VAEConfig(latent_dim=4, widths=(8, 16)), 16), model)
+        timeout = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "120"}  # each login is a PBKDF2 check: slow on a busy CI box
+        user = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "ana",
+                "MLFLOW_TRACKING_PASSWORD": "ana-has-a-long-password", **timeout}
+        with pytest.MonkeyPatch.context() as mp:  # the admin's set-up, as docs/team.md shows it
+            for key, value in {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "a-long-admin-secret-1",
+                               **timeout}.items():
+                mp.setenv(key, value)
+            auth = get_app_client("basic-auth", tracking_uri=url)
+            auth.create_user("ana", user["MLFLOW_TRACKING_PASSWORD"])
+            experiment = mlflow.MlflowClient(url).create_experiment("facegen")
+            auth.grant_user_permission("ana", "experiment", experiment, "EDIT")
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in user.items():
+                mp.setenv(key, value)
+            with start_run("train", "vae", {}, "h") as tracker:
+                tracker.log_artifact(model, "model")
+                run_id = mlflow.active_run().info.run_id
+            assert tracker.active
+        out = tmp_path / "s.png"
+        done = subprocess.run([str(BIN / "facegen"), "sample", "--run-id", run_id, "-n", "4", "--out", str(out),
+                               "--models-dir", str(tmp_path / "models")], env={**os.environ, **user},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and out.stat().st_size > 0, done.stderr
+    finally:
+        stop(proc)

@@ -13,7 +13,10 @@ the prepare stage's own loader (``facegen.data.images``), then every face is det
 to the training faces' measured framing (``facegen.faces``), so a model sees your face as it saw
 its training faces; the result is pasted back into the photo, with an identity check. ``--aligned``
 inputs (already crops) get prepare's resize + centre crop instead. User mistakes (a missing file, an untrained family, an unknown
-attribute...) are one line on stderr and exit code 2, never a traceback.
+attribute...) are one line on stderr and exit code 2, never a traceback; so are faults of the
+environment (an unwritable, full or size-limited ``--out``: every output is written atomically, so
+nothing is left half-written). The caches (attribute directions, face template, face detector) are
+only an optimisation: a damaged entry is recomputed, an unusable cache folder costs one warning.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ _STARTED = time.perf_counter()  # before the heavy imports below: the "imports" 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import textwrap  # noqa: E402
+import warnings  # noqa: E402
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,13 +48,13 @@ from facegen import artifacts, tracking  # noqa: E402
 from facegen.config import EvaluateConfig, RuntimeConfig  # noqa: E402
 from facegen.data.dataset import load_split  # noqa: E402
 from facegen.data.images import load_image, read_image  # noqa: E402
-from facegen.errors import DataError, FacegenError  # noqa: E402
+from facegen.errors import (DataError, FacegenError, exit_code, interrupt_on_termination, interrupted,  # noqa: E402
+                            os_error_message, show_warning_one_line)
 from facegen.latent.attributes import attribute_directions, edit  # noqa: E402
 from facegen.latent.interpolation import lerp, slerp  # noqa: E402
 from facegen.models import FAMILIES, family_class  # noqa: E402
 from facegen.models.base import EDIT, ENCODE, GenerativeModel  # noqa: E402
 from facegen.runtime import Runtime, eval_mode, setup_runtime  # noqa: E402
-from facegen.artifacts import atomic_save  # noqa: E402
 from facegen.models.checkpoint import in_models_dir, load_classifier, load_model, with_prior  # noqa: E402
 
 # facegen.reporting.grids (matplotlib, ~2 s of imports on 2 cores) and facegen.faces
@@ -267,7 +272,8 @@ def direction_cache_file(model: GenerativeModel, attr: str, args: argparse.Names
             return None
         parts += [_stat(f) for f in files]
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-    return artifacts.cache_dir() / "directions" / f"{key}.pt"
+    cache = artifacts.cache_dir()
+    return None if cache is None else cache / "directions" / f"{key}.pt"
 
 
 def cached_attribute_direction(model: GenerativeModel, attr: str, args: argparse.Namespace,
@@ -278,16 +284,28 @@ def cached_attribute_direction(model: GenerativeModel, attr: str, args: argparse
     slowest step of ``edit`` and the same for every photo, so it is computed once per model.
     """
     file = direction_cache_file(model, attr, args)
-    if file is not None and file.is_file():
-        try:
-            entry = torch.load(file, map_location=rt.device, weights_only=True)
-            return entry["direction"], entry["unit"], float(entry["strength"])
-        except Exception:  # a damaged cache entry is recomputed, never trusted or fatal
-            pass
+
+    def load(path: Path) -> tuple[torch.Tensor, str, float]:
+        entry = torch.load(path, map_location=rt.device, weights_only=True)
+        return entry["direction"], str(entry["unit"]), float(entry["strength"])
+
+    cached = artifacts.read_cache(file, load)
+    if cached is not None:
+        return cached
     direction, unit, strength = attribute_direction(model, attr, args, rt)
-    if file is not None:
-        atomic_save({"direction": direction.detach().cpu(), "unit": unit, "strength": strength}, file)
+    entry = {"direction": direction.detach().cpu(), "unit": unit, "strength": strength}
+    artifacts.write_cache(file, lambda fh: torch.save(entry, fh))
     return direction, unit, strength
+
+
+def attribute_conditions(pairs: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """``--attr NAME=0|1`` options as a dict; an attribute given twice is refused (a dict would keep the last)."""
+    wanted: dict[str, float] = {}
+    for name, value in pairs:
+        if name in wanted:
+            raise FacegenError(f"--attr {name} is given twice ({name}={wanted[name]:g} and {name}={value:g}); keep one")
+        wanted[name] = value
+    return wanted
 
 
 def sample_conditions(model: GenerativeModel, wanted: dict[str, float], args: argparse.Namespace) -> torch.Tensor:
@@ -317,9 +335,10 @@ def sample_conditions(model: GenerativeModel, wanted: dict[str, float], args: ar
 def cmd_sample(args: argparse.Namespace) -> None:
     from facegen.reporting.grids import save_grid
 
+    check_outputs(args.out.parent)
     rt = make_runtime(args.device)
     model = load_family(args, rt)
-    attrs = sample_conditions(model, dict(args.attr), args) if args.attr else None
+    attrs = sample_conditions(model, attribute_conditions(args.attr), args) if args.attr else None
     generator = torch.Generator().manual_seed(args.seed)
     images = []
     with tqdm(total=args.n, desc=f"sampling {model.family}", unit="img", disable=None) as bar, \
@@ -340,10 +359,12 @@ def output_for(out: Path, photo: Path, many: bool) -> Path:
 
 def write_sidecar(out: Path, record: dict[str, Any]) -> Path:
     """``<out>.json`` beside the output image: faces, boxes, identity distances, template, timings."""
-    sidecar = out.with_suffix(".json")
-    sidecar.parent.mkdir(parents=True, exist_ok=True)
-    sidecar.write_text(json.dumps(record, indent=2) + "\n")
-    return sidecar
+    return artifacts.write_text(out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+
+
+def check_outputs(*directories: Path) -> None:
+    """Refuse an output folder that cannot take a file before any model is loaded (one line, exit 2)."""
+    artifacts.ensure_writable(*directories, fix="make it writable, or choose another --out")
 
 
 def identity_record(distances: list[float], labels: list[str]) -> dict[str, float]:
@@ -356,6 +377,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     from facegen.faces.photos import aligned_identity_distances, identity_distances, paste_outputs
 
     timings = Timings()
+    check_outputs(args.out.parent)
     rt = make_runtime(args.device)
     model = load_family(args, rt)
     require(model, ENCODE, "encode a photo")
@@ -398,9 +420,9 @@ def cmd_edit(args: argparse.Namespace) -> None:
         for photo in inputs.photos:
             k = len(photo.faces)
             out = output_for(args.out, photo.file, len(inputs.photos) > 1)
-            out.parent.mkdir(parents=True, exist_ok=True)
             # The photo is re-encoded: high JPEG quality keeps its untouched pixels close to the input.
-            paste_outputs(photo, [per_face[at + j][-1] for j in range(k)], mask).save(out, quality=95)
+            artifacts.write_image(out, paste_outputs(photo, [per_face[at + j][-1] for j in range(k)], mask),
+                                  quality=95)
             written.append(out)
             at += k
     timings.lap("write")
@@ -445,6 +467,9 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     from facegen.reporting.grids import save_labelled_rows
 
     timings = Timings()
+    if args.frames and args.aligned:  # refused before any work or output
+        raise FacegenError("--frames pastes the path into photo A, which needs its face detected: drop --aligned")
+    check_outputs(args.out.parent, *([args.frames] if args.frames else []))
     rt = make_runtime(args.device)
     model = load_family(args, rt)
     require(model, ENCODE, "encode photos")
@@ -462,15 +487,12 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
                        title=f"{model.family}: {'spherical' if args.slerp else 'linear'} interpolation "
                              f"{args.a.name} (A) to {args.b.name} (B)")
     if args.frames:
-        if args.aligned:
-            raise FacegenError("--frames pastes the path into photo A, which needs its face detected: drop --aligned")
         from facegen.faces.align import face_mask
 
         mask = face_mask(inputs.template, model.image_size)
         photo_a = inputs.photos[0]
-        args.frames.mkdir(parents=True, exist_ok=True)
         for k, face in enumerate(to_uint8(row[1:-1])):
-            paste_outputs(photo_a, [face], mask).save(args.frames / f"frame_{k:03d}.jpg", quality=95)
+            artifacts.write_image(args.frames / f"frame_{k:03d}.jpg", paste_outputs(photo_a, [face], mask), quality=95)
     timings.lap("write")
     print(f"wrote a {args.steps}-step interpolation to {args.out}"
           + (f" and {args.steps} frames (photo A, each step pasted back) to {args.frames}" if args.frames else ""))
@@ -674,15 +696,26 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: 0, or 2 after one ``error:`` line (user mistake, or the system refused a file:
+    read-only, full, size-limited), or 128 + the signal's number after Ctrl-C / SIGTERM / SIGHUP."""
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except FacegenError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    interrupt_on_termination()
+    # matplotlib (imported later, for labelled figures) logs two warnings when $HOME cannot hold its
+    # font cache and builds one in a temp folder: like facegen's caches, only an optimisation.
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+    with warnings.catch_warnings():  # one-line warnings for this command, the caller's formatting after
+        warnings.showwarning = show_warning_one_line
+        try:
+            args.run(args)
+        except FacegenError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            print(f"error: {os_error_message(err)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as stop:
+            print(f"error: {interrupted(stop)}", file=sys.stderr)
+            return exit_code(stop)
     return 0
 
 

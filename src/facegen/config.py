@@ -350,15 +350,44 @@ def parse_params(data: dict[str, Any]) -> Params:
     return _build(Params, data, "")
 
 
+def load_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` (safe types only); ConfigError when it is not valid YAML or a
+    mapping repeats a key.
+
+    PyYAML keeps the last of two equal keys without a word, so a pasted override (``lr:`` twice in
+    one section) would silently win or lose depending on its position; YAML 1.2 says keys are unique.
+    """
+    text = path.read_text()
+    try:
+        _reject_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), "", path)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+
+
+def _reject_duplicate_keys(node: yaml.Node | None, where: str, path: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            dotted = where if key in (None, "<<") else f"{where}.{key}" if where else str(key)
+            if key not in (None, "<<"):
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigError(f"{path}: key {dotted} appears twice (lines {seen[key]} and {line}); "
+                                      "keep one (YAML would silently use the last)")
+                seen[key] = line
+            _reject_duplicate_keys(value, dotted, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _reject_duplicate_keys(item, f"{where}[{i}]", path)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    return parse_params(data or {})
+    return parse_params(load_yaml(path) or {})
 
 
 def to_dict(cfg: Any) -> Any:

@@ -1,4 +1,12 @@
-"""User-facing errors: anything raised as a FacegenError is printed as one line, without traceback."""
+"""User-facing errors: anything raised as a FacegenError is printed as one line, without traceback.
+
+Also how a command ends on the other things a user sees: an interrupt (Ctrl-C, SIGTERM, SIGHUP),
+an OSError of the machine, a warning.
+"""
+import errno
+import signal
+import sys
+import threading
 
 
 class FacegenError(Exception):
@@ -23,3 +31,65 @@ class TrainingDivergedError(FacegenError):
 
 class TrackingError(FacegenError):
     """An MLflow run or its artifacts cannot be read back (unknown run, moved or deleted artifacts)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that it unwinds like Ctrl-C (KeyboardInterrupt).
+
+    Schedulers (Slurm, Kubernetes), ``docker stop`` and ``torchrun`` (to the surviving ranks when one
+    fails) stop a process with SIGTERM; a closed terminal sends SIGHUP. Python's default for both is
+    to die at once, skipping every ``finally``: the MLflow run stayed RUNNING forever. Raised as an
+    interrupt instead, the same code paths as Ctrl-C run: atomic writers remove their temp files,
+    the run is marked KILLED, the last completed epoch's state is kept for the rerun.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def interrupted(stop: KeyboardInterrupt) -> str:
+    """``interrupted``, naming the signal when it was not Ctrl-C: ``interrupted (SIGTERM)``."""
+    return f"interrupted ({stop})" if isinstance(stop, Terminated) else "interrupted"
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """The shell's convention for a process ended by a signal: 128 + its number (SIGINT 130, SIGTERM 143)."""
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
+
+
+def interrupt_on_termination() -> None:
+    """Make SIGTERM and SIGHUP raise :class:`Terminated` (see there) in this process's main thread.
+
+    Only where the signal still has its default action (a SIGHUP ignored by ``nohup`` stays ignored),
+    and only from the main thread, the one Python delivers signals to.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, terminated)
+
+
+def os_error_message(err: OSError) -> str:
+    """One line naming what the system refused, the path, and what to do about it."""
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space, then rerun"
+    elif err.errno == errno.EFBIG:
+        fix = "the file size limit (`ulimit -f`) or the filesystem's largest file was reached: raise it, " \
+              "or write elsewhere, then rerun"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the output folders writable (or run from a checkout you own, or write elsewhere), then rerun"
+    else:
+        fix = "check that the path exists and is usable, then rerun"
+    return f"{err.strerror or type(err).__name__}{where}: {fix}"
+
+
+def show_warning_one_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """``warnings.showwarning`` for commands: ``warning: <message>`` on stderr, no source location."""
+    print(f"warning: {message}", file=sys.stderr)

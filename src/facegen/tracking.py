@@ -15,10 +15,26 @@ created, and has no API to change them). So that a moved or copied checkout keep
 stage re-points the store's artifact paths at this checkout's ``mlruns-artifacts`` before it logs
 (``_relocate``), and reading a run's artifacts falls back to this checkout's copy. A tracking
 server (``mlflow server``) proxies artifacts as ``mlflow-artifacts:/...`` URIs, which move with it.
+
+Shared state is set up once: several stages (parallel ``dvc repro``, ``dvc exp run --queue``
+workers) may open a fresh local store at the same moment, and MLflow's own schema set-up is not
+safe against that (mlflow/mlflow#6490: a half-migrated store that every later stage fails on). So
+the first use of a local store happens under a file lock beside it (``mlruns.db.lock``): one process
+creates the schema and the experiment, the others wait and find them. A half-initialised store
+(left by an older facegen, or a set-up that was killed) that holds no runs is rebuilt; one that holds
+runs is named in one line, never silently replaced. On a server, a lost race to create the
+experiment is simply the experiment existing.
+
+What comes back is checked: every file logged with :meth:`Tracker.log_artifact` has its SHA-256
+recorded in the run as the param ``sha256/<artifact path>`` (params are write-once in MLflow: a
+client able to replace the artifact cannot rewrite it), and :func:`download_artifact` refuses a file
+whose bytes do not match, or for which the run records no hash.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import sqlite3
@@ -34,6 +50,8 @@ from facegen.errors import TrackingError
 REPO_ROOT_ENV = "FACEGEN_REPO_ROOT"
 ARTIFACTS_DIR = "mlruns-artifacts"  # beside mlruns.db; git- and dvc-ignored (mlruns*)
 EXPS_TMP = (".dvc", "tmp", "exps")  # where `dvc exp run --temp/--queue` make their copies
+DIGEST_PARAM = "sha256/"  # + artifact path: the run param holding that file's SHA-256
+LOCK_TIMEOUT_S = 300  # the first set-up of a store migrates ~60 schema revisions: seconds, even on a busy machine
 
 
 def repo_root() -> Path:
@@ -59,8 +77,11 @@ def tracking_uri() -> str:
 
 
 def _local_db(uri: str) -> Path | None:
-    """The SQLite file of a ``sqlite:///`` URI (None for servers and other backends)."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    """The SQLite file of a ``sqlite:///`` URI (None for servers and other backends), read as SQLAlchemy
+    reads it: up to a ``?`` (its query), percent-decoded."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(uri.removeprefix("sqlite:///").partition("?")[0]))
 
 
 def artifact_root() -> Path:
@@ -117,8 +138,18 @@ class Tracker:
             self._call("log_metrics", self._mlflow.log_metrics, clean, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self._mlflow is not None:
-            self._call("log_artifact", self._mlflow.log_artifact, str(path), artifact_path)
+        """Log one file, recording its SHA-256 first as the param ``sha256/<artifact path>`` (what
+        :func:`download_artifact` checks the file against when it is fetched back)."""
+        if self._mlflow is None:
+            return
+        mlflow = self._mlflow
+        name = f"{artifact_path.strip('/')}/{Path(path).name}" if artifact_path else Path(path).name
+
+        def log() -> None:  # hashing inside _call too: an unreadable file costs a warning, not the stage
+            mlflow.log_param(DIGEST_PARAM + name, sha256(Path(path)))
+            mlflow.log_artifact(str(path), artifact_path)
+
+        self._call("log_artifact", log)
 
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
         if self._mlflow is not None and Path(directory).is_dir():
@@ -160,6 +191,129 @@ def _relocate(db: Path, new_root: Path) -> None:
                             f"WHERE substr({column}, 1, ?) = ?", (new, len(old) + 1, len(old), old))
 
 
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in chunks: model files can be large)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _store_problem(db: Path) -> tuple[str, int] | None:
+    """What is wrong with the schema of the local store ``db`` and how many runs it holds; None if nothing.
+
+    Nothing is wrong with a missing or empty file (MLflow sets it up) or a store at the schema revision
+    this MLflow expects. Otherwise: leftover ``_alembic_tmp_*`` tables (a migration stopped halfway),
+    no recorded revision although tables exist (set-up stopped before the first migration), or another
+    revision (stopped between two migrations, or a store of another MLflow version). Read-only: the
+    file is opened with ``mode=ro``. Raises TrackingError when it is not a file or not a readable SQLite
+    database (both of which MLflow would retry opening for minutes).
+    """
+    if not db.exists():
+        return None
+    if not db.is_file():  # MLflow would retry opening it for minutes
+        raise TrackingError(f"the MLflow store {db} is not a file: move it aside (the next stage starts a fresh store "
+                            "there), or set MLFLOW_TRACKING_URI")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables - {"alembic_version"}:
+                return None
+            revision = (con.execute("SELECT version_num FROM alembic_version").fetchone()
+                        if "alembic_version" in tables else None)
+            runs = con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+    except sqlite3.DatabaseError as err:
+        raise TrackingError(f"the MLflow store {db} is not a readable SQLite database ({err}): move it aside (the next "
+                            "stage starts a fresh store there) or restore it from a backup") from None
+    leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+    if leftovers:
+        return f"a schema migration stopped halfway (leftover table {leftovers[0]})", runs
+    if revision is None:
+        return f"tables but no schema revision (set-up stopped before migrating; {len(tables)} tables)", runs
+    if revision[0] != _schema_head():
+        return f"schema revision {revision[0]}, not {_schema_head()} (this MLflow's)", runs
+    return None
+
+
+@functools.cache
+def _schema_head() -> str:
+    """The schema revision this MLflow sets a store up at (the head of its alembic migrations)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
+def _repair(db: Path) -> None:
+    """Rebuild a half-initialised local store that holds no runs; TrackingError naming one that does.
+
+    Called with the store's lock held, so no other facegen process is setting it up meanwhile.
+    """
+    found = _store_problem(db)
+    if found is None:
+        return
+    problem, runs = found
+    if runs:
+        import mlflow
+
+        raise TrackingError(f"the MLflow store {db} holds {runs} runs but has {problem}: back it up, then run "
+                            f"`mlflow db upgrade sqlite:///{db}` (MLflow {mlflow.__version__}), or move it aside to "
+                            "start a fresh store")
+    for leftover in (db, *(db.with_name(db.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        leftover.unlink(missing_ok=True)
+    warnings.warn(f"the MLflow store {db} had {problem} and held no runs: rebuilt it", stacklevel=3)
+
+
+@contextlib.contextmanager
+def _set_up(db: Path | None) -> Iterator[None]:
+    """Hold the lock under which a local store is checked, repaired and first set up (see the module doc).
+
+    A store whose folder cannot take the lock file (read-only media) is used without the lock when its
+    schema is complete (reading needs no set-up); otherwise TrackingError names the lock and the cause.
+    Servers (``db`` None) set themselves up.
+    """
+    if db is None:
+        yield
+        return
+    odd = [] if os.environ.get("MLFLOW_TRACKING_URI") else sorted(set("%?") & set(str(repo_root())))
+    if odd:
+        # The default URI spells the path as is; SQLAlchemy would cut it at "?" or percent-decode it, and
+        # open (or create) another file. Encoding it instead makes MLflow create a folder named after the
+        # encoded path beside the checkout, so the path is refused with what to do.
+        raise TrackingError(f"cannot keep the MLflow store in {repo_root()}: its path holds {' and '.join(odd)}, which "
+                            "an SQLAlchemy URL cannot spell; move the checkout, or set MLFLOW_TRACKING_URI (e.g. "
+                            "sqlite:////tmp/facegen/mlruns.db)")
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{db}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TrackingError(f"the MLflow store {db} stayed locked for {LOCK_TIMEOUT_S} s ({lock.lock_file}): another "
+                            "process is setting it up or hung while doing so; if none is running, delete the lock "
+                            "file") from None
+    except OSError as err:
+        if db.is_file() and _store_problem(db) is None:
+            yield
+            return
+        raise TrackingError(f"cannot lock the MLflow store {db} to set it up ({err.strerror or err}: "
+                            f"{lock.lock_file}): make its folder writable, or set MLFLOW_TRACKING_URI") from None
+    try:
+        _repair(db)
+        yield
+    finally:
+        lock.release()
+
+
+def _ensure_experiment(mlflow: Any, experiment: str, artifacts: str | None) -> None:
+    """Create ``experiment`` unless it exists; losing a race to create it (a server shared by parallel
+    stages) just means it exists now."""
+    if mlflow.get_experiment_by_name(experiment) is not None:
+        return
+    try:
+        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    except Exception:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            raise
+
+
 def _connect(experiment: str) -> Any:
     # Fail fast on an unreachable server instead of mlflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -169,14 +323,13 @@ def _connect(experiment: str) -> Any:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = tracking_uri()
     db = _local_db(uri)
-    if db is not None:
-        _relocate(db, artifact_root())
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
+    with _set_up(db):  # the store's schema and the experiment are created once, by one process
+        if db is not None:
+            _relocate(db, artifact_root())
+        mlflow.set_tracking_uri(uri)
         # A local store keeps artifacts beside the DB (git-ignored as mlruns*), never in the process
         # cwd; a server chooses its own (mlflow-artifacts:/ proxied, or its --default-artifact-root).
-        artifacts = artifact_root().as_uri() if db is not None else None
-        mlflow.create_experiment(experiment, artifact_location=artifacts)
+        _ensure_experiment(mlflow, experiment, artifact_root().as_uri() if db is not None else None)
     mlflow.set_experiment(experiment)
     return mlflow
 
@@ -184,7 +337,10 @@ def _connect(experiment: str) -> Any:
 @contextlib.contextmanager
 def start_run(stage: str, family: str, params: Mapping[str, Any], params_hash: str,
               experiment: str = "facegen") -> Iterator[Tracker]:
-    """Open one MLflow run for a stage execution; yields a Tracker that never raises."""
+    """Open one MLflow run for a stage execution; yields a Tracker that never raises.
+
+    The run ends FINISHED, FAILED (an exception), or KILLED (an interrupt: Ctrl-C, SIGTERM, SIGHUP).
+    """
     tracker = Tracker()
     try:
         mlflow = _connect(experiment)
@@ -195,14 +351,17 @@ def start_run(stage: str, family: str, params: Mapping[str, Any], params_hash: s
         warnings.warn(f"MLflow tracking unavailable at {tracking_uri()} ({type(err).__name__}: {first_line}); "
                       "the stage runs without tracking", stacklevel=3)
     tracker.log_params(params)
-    ok = False
+    status = "FAILED"
     try:
         yield tracker
-        ok = True
+        status = "FINISHED"
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP raised as errors.Terminated: stopped, not broken
+        status = "KILLED"
+        raise
     finally:
         if tracker.active:
             with contextlib.suppress(Exception):
-                tracker._mlflow.end_run(status="FINISHED" if ok else "FAILED")
+                tracker._mlflow.end_run(status=status)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,14 +384,19 @@ def _reader() -> Any | None:
 
     for name in ("alembic", "mlflow"):  # store set-up chatter; warnings and errors still show
         logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
+    with _set_up(db):  # the client sets up the schema of a store that has none yet: once, under the lock
+        return MlflowClient(tracking_uri=uri)
 
 
 def download_artifact(run_id: str, artifact_path: str, dst: Path) -> Path:
-    """Fetch one artifact file of a run (e.g. ``model/model.pt``) into ``dst``; TrackingError if impossible.
+    """Fetch one artifact file of a run (e.g. ``model/model.pt``) into ``dst``, verified; TrackingError if impossible.
 
-    A local run whose recorded artifact folder is gone (the checkout was moved) is read from this
-    checkout's ``mlruns-artifacts`` when it has the run; otherwise the error names the missing path.
+    The file's SHA-256 must equal the one the run recorded when it logged the file (param
+    ``sha256/<artifact_path>``, see :meth:`Tracker.log_artifact`): a file replaced in the store (by anyone
+    able to write its artifacts), damaged, or logged by a run that recorded no hash is refused with one
+    line, and deleted from ``dst``. A local run whose recorded artifact folder is gone (the checkout was
+    moved) is read from this checkout's ``mlruns-artifacts`` when it has the run; otherwise the error
+    names the missing path.
     """
     uri = tracking_uri()
     client = _reader()
@@ -254,14 +418,33 @@ def download_artifact(run_id: str, artifact_path: str, dst: Path) -> Path:
             raise TrackingError(f"the artifacts of MLflow run {run_id} are missing: {local} does not exist (its "
                                 "checkout was moved or deleted, or mlruns-artifacts/ was not copied); rerun the "
                                 "stage that logged it, or use --family to read the pipeline's model")
+    expected = run.data.params.get(DIGEST_PARAM + artifact_path)
+    if expected is None:
+        raise TrackingError(f"MLflow run {run_id} records no SHA-256 for {artifact_path} (param "
+                            f"{DIGEST_PARAM}{artifact_path}; runs logged before facegen recorded one have none), so "
+                            f"the file cannot be trusted: {_retrain_hint(run)}")
     try:
         from mlflow.artifacts import download_artifacts
 
-        return Path(download_artifacts(artifact_uri=f"{source.rstrip('/')}/{artifact_path}", dst_path=str(dst),
-                                       tracking_uri=uri))
+        got = Path(download_artifacts(artifact_uri=f"{source.rstrip('/')}/{artifact_path}", dst_path=str(dst),
+                                      tracking_uri=uri))
     except Exception as err:  # noqa: BLE001 - missing file, unreachable server
         raise TrackingError(f"cannot fetch {artifact_path} of MLflow run {run_id} from {source}: "
                             f"{_first_line(err)}") from None
+    actual = sha256(got)
+    if actual != expected:
+        got.unlink()
+        raise TrackingError(f"{artifact_path} of MLflow run {run_id} is not the file that run logged (SHA-256 "
+                            f"{actual[:12]}..., recorded {expected[:12]}...): it was replaced or damaged in the store "
+                            f"at {source}; refusing to load it: {_retrain_hint(run)}")
+    return got
+
+
+def _retrain_hint(run: Any) -> str:
+    family = run.data.tags.get("family")
+    stage = run.data.tags.get("stage", "train")
+    again = f"`dvc repro {stage}@{family}`" if family else "the stage that logged it"
+    return f"rerun {again} to log a verified one, or use --family to read the pipeline's model"
 
 
 def _first_line(err: BaseException) -> str:

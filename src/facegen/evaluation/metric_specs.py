@@ -13,8 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from facegen.config import load_yaml
 from facegen.errors import ConfigError
 from facegen.evaluation.noise import NoiseRule
 
@@ -116,8 +115,4 @@ def parse_specs(data: Any, source: str = str(SPECS_FILE)) -> MetricSpecs:
 def load_specs(path: Path = SPECS_FILE) -> MetricSpecs:
     if not path.is_file():
         raise ConfigError(f"{path} not found: run from the repository root")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    return parse_specs(data, str(path))
+    return parse_specs(load_yaml(path), str(path))

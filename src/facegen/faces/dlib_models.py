@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from facegen.artifacts import cache_dir, cache_unusable, read_cache, write_cache
 from facegen.errors import FacegenError
 
 SHAPE_PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
@@ -51,22 +52,20 @@ def face_detector() -> Any:
     the CLI's cache folder (keyed by dlib's version) and later processes load that.
     """
     dlib = _dlib()
-    from facegen.artifacts import cache_dir
-
-    file = cache_dir() / "dlib" / f"frontal_face_detector-{dlib.__version__}.svm"
-    if file.is_file():
-        try:
-            return dlib.fhog_object_detector(str(file))
-        except RuntimeError:  # a damaged cache file: rebuild it below
-            pass
-    detector = dlib.get_frontal_face_detector()
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".tmp{os.getpid()}")
-        detector.save(str(tmp))
-        os.replace(tmp, file)
-    except OSError:  # a read-only cache only costs the 0.55 s next time
-        pass
+    cache = cache_dir()
+    file = None if cache is None else cache / "dlib" / f"frontal_face_detector-{dlib.__version__}.svm"
+    detector = read_cache(file, lambda path: dlib.fhog_object_detector(str(path)))  # damaged: rebuilt below
+    if detector is None:
+        detector = dlib.get_frontal_face_detector()
+        if file is not None:  # dlib saves to a path only: through a private folder, then atomically into the cache
+            try:
+                with tempfile.TemporaryDirectory(prefix="facegen-dlib-") as tmp:
+                    detector.save(f"{tmp}/detector.svm")
+                    data = Path(tmp, "detector.svm").read_bytes()
+            except (OSError, RuntimeError) as err:  # no usable temp folder (dlib raises RuntimeError)
+                cache_unusable(f"cannot save the face detector: {err}")
+            else:
+                write_cache(file, lambda fh: fh.write(data))
     return detector
 
 

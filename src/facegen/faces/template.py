@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facegen.artifacts import write_text
+from facegen.artifacts import read_cache, write_cache
 from facegen.faces.align import Template
 from facegen.faces.detect import landmarks
 from facegen.faces.dlib_models import face_detector
@@ -87,23 +87,30 @@ def training_template(prepared_dir: Path, size: int, cache: Path | None = None) 
     """The template of the prepared training faces in ``prepared_dir`` at ``size`` px.
 
     Measured on up to :data:`MEASURE_FACES` evenly spaced faces of ``train.npy`` (a few seconds,
-    once: the result is cached in ``cache`` keyed by the file's path, size and mtime). The
+    once: the result is cached in ``cache`` keyed by the file's path, size and mtime; a damaged
+    entry is recomputed, an unwritable cache costs one warning). The
     template is in unit coordinates, so it serves a model of any ``size``. Falls back to :func:`generator_template` when the file is missing or the detector finds too
     few faces in it; ``Template.source`` says which.
     """
     train = Path(prepared_dir) / "train.npy"
     if not train.is_file():
         return _fallback(size, f"{train} is missing")
-    file = None
-    if cache is not None:
-        file = cache / "templates" / f"{_cache_key(train, size)}.json"
-        if file.is_file():
-            data = json.loads(file.read_text())
-            return Template(np.array(data["points"]), data["source"])
-    template = faces_template(np.load(train, mmap_mode="r"), size, str(train))
-    if file is not None:
-        write_text(file, json.dumps({"points": template.points.tolist(), "source": template.source}))
+    file = None if cache is None else cache / "templates" / f"{_cache_key(train, size)}.json"
+    template = read_cache(file, _read_template)
+    if template is None:
+        template = faces_template(np.load(train, mmap_mode="r"), size, str(train))
+        text = json.dumps({"points": template.points.tolist(), "source": template.source})
+        write_cache(file, lambda fh: fh.write(text.encode()))
     return template
+
+
+def _read_template(file: Path) -> Template:
+    """A cached template; raises on anything but 5 finite (x, y) points and a source (a damaged entry)."""
+    data = json.loads(file.read_text())
+    points = np.asarray(data["points"], dtype=np.float64)
+    if points.shape != (5, 2) or not np.isfinite(points).all():
+        raise ValueError(f"{file}: points of shape {points.shape}")
+    return Template(points, str(data["source"]))
 
 
 def faces_template(images: np.ndarray, size: int, where: str) -> Template:

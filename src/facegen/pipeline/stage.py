@@ -3,25 +3,21 @@
 User errors (FacegenError) become one line on stderr and exit code 2, no traceback: a traceback
 says "bug in facegen", which a missing dataset or a typo in params.yaml is not. So do failures of
 the machine rather than the code (OSError: disk full, read-only or vanished folder): outputs are
-written atomically, so such a failure leaves the previous files or none, never half a file.
+written atomically, so such a failure leaves the previous files or none, never half a file. Ctrl-C
+(SIGINT) and SIGTERM/SIGHUP (schedulers, ``docker stop``, torchrun) end the same way: one line, exit
+code 128 + the signal's number (130, 143, 129), the MLflow run marked KILLED, resumable state kept.
 """
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
-import tempfile
 import warnings
-from pathlib import Path
 from typing import Callable
 
 from facegen.config import Params, load_params
-from facegen.errors import FacegenError
-
-
-def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    print(f"warning: {message}", file=sys.stderr)
+from facegen.errors import (FacegenError, exit_code, interrupt_on_termination, interrupted, os_error_message,
+                            show_warning_one_line)
 
 
 def stage_main(description: str, body: Callable[[Params, argparse.Namespace], None],
@@ -32,7 +28,8 @@ def stage_main(description: str, body: Callable[[Params, argparse.Namespace], No
         add_args(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    warnings.showwarning = _warn_one_line
+    warnings.showwarning = show_warning_one_line
+    interrupt_on_termination()
     try:
         params = load_params(args.params)
         body(params, args)
@@ -42,34 +39,10 @@ def stage_main(description: str, body: Callable[[Params, argparse.Namespace], No
     except OSError as err:
         print(f"error: {os_error_message(err)}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the stage to continue (training resumes after its last completed epoch)",
-              file=sys.stderr)
-        sys.exit(130)
-
-
-def os_error_message(err: OSError) -> str:
-    """One line naming what the system refused and what to do about it."""
-    where = f" ({err.filename})" if err.filename else ""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free disk space, then rerun"
-    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "make the output folders writable (or run from a checkout you own), then rerun"
-    else:
-        fix = "check that the path exists and is usable, then rerun"
-    return f"{err.strerror or type(err).__name__}{where}: {fix}"
-
-
-def ensure_writable(*directories: Path) -> None:
-    """Fail before hours of work, not after, when an output folder cannot take a file."""
-    for directory in directories:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=directory):
-                pass
-        except OSError as err:
-            raise FacegenError(f"cannot write to {directory}/ ({err.strerror or type(err).__name__}): "
-                               "make it writable (or run from a checkout you own), then rerun") from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM/SIGHUP raised as errors.Terminated
+        print(f"error: {interrupted(stop)}; rerun the stage to continue (training resumes after its last completed "
+              "epoch)", file=sys.stderr)
+        sys.exit(exit_code(stop))
 
 
 def family_arg(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,6 @@ from facegen.data.dataset import load_split
 from facegen.models import build
 from facegen.models.checkpoint import save_model
 from facegen.pipeline.session import session
-from facegen.pipeline.stage import ensure_writable
 from facegen.training.loop import FitResult
 
 
@@ -26,7 +25,7 @@ def train_family(params: Params, family: str) -> FitResult:
         val = load_split(artifacts.PREPARED, "val", params.data.attributes)
         model = s.rt.prepare(build(family, cfg, params.data.image_size))
         if s.dist.is_main:
-            ensure_writable(model_file.parent, log_file.parent, Path(params.runtime.state_dir))
+            artifacts.ensure_writable(model_file.parent, log_file.parent, Path(params.runtime.state_dir))
         logged = {"seed": params.seed, "data": to_dict(params.data), "model": to_dict(cfg),
                   "num_parameters": sum(p.numel() for p in model.parameters())}
         with s.tracked("train", family, logged, params.seed, params.data, cfg) as run:

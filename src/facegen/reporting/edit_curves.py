@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: stages and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from facegen.artifacts import write_figure  # noqa: E402
 from facegen.config import MODEL_CONFIGS  # noqa: E402  (plain dataclasses: no torch)
 
 
@@ -32,11 +33,11 @@ def family_colours(families: Iterable[str]) -> dict[str, str]:
 def _save(fig: plt.Figure, path: Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1), dpi: int = 80) -> Path:
     """reporting.grids.save_figure (plus a layout ``rect`` that leaves room for a figure legend),
     without importing grids, which imports torch for its image grids."""
-    fig.tight_layout(rect=rect)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    try:
+        fig.tight_layout(rect=rect)
+        return write_figure(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def plot_edit_curves(curves_by_family: dict[str, dict[str, Any]], path: Path) -> Path:

@@ -17,14 +17,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from facegen.artifacts import write_figure, write_image  # noqa: E402
+
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 80) -> Path:
-    """Lay out, write (creating the folder) and close a figure: open figures are never leaked."""
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    """Lay out, write atomically (creating the folder) and close a figure: open figures are never leaked."""
+    try:
+        fig.tight_layout()
+        return write_figure(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def grid_array(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
@@ -51,18 +53,14 @@ def grid_array(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndar
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid_array(images, nrow)).save(path)
-    return path
+    return write_image(path, Image.fromarray(grid_array(images, nrow)))
 
 
 def save_strip(images: torch.Tensor, path: Path) -> Path:
     """(N, 3, H, W) in [0, 1] -> one unpadded row of N images, as a lossless 8-bit PNG."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid_array(images, nrow=len(images), padding=0)).save(path)
-    return path
+    return write_image(path, Image.fromarray(grid_array(images, nrow=len(images), padding=0)))
 
 
 def load_strip(path: Path) -> torch.Tensor:

@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
+from facegen.artifacts import write_text
 from facegen.errors import FacegenError
 from facegen.reporting.grids import plt, save_figure
 
@@ -134,9 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     param = args.param or f"models.{args.family}.beta"
     doc = json.loads(args.exp_show.read_text()) if args.exp_show else _exp_show_json()
     points = sweep_points(doc, args.family, param)
-    out = SWEEPS / f"{args.family}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"family": args.family, "param": param, "points": points}, indent=2) + "\n")
+    out = write_text(SWEEPS / f"{args.family}.json",
+                     json.dumps({"family": args.family, "param": param, "points": points}, indent=2) + "\n")
     values = ", ".join(f"{p['value']:g}" for p in points) or "none"
     print(f"{out}: {len(points)} value(s) of {param}: {values}")
     if len(points) < 2:

@@ -198,22 +198,22 @@ def fit(model: GenerativeModel, train: FaceSplit, val: FaceSplit | None, tcfg: T
         batches = train.batches(batch_size, rt.device, shuffle=True, generator=generator,
                                 channels_last=rt.channels_last, drop_last=True,
                                 rank=dist.rank, world_size=dist.world_size)
-        bar = tqdm(total=steps_per_epoch, desc=f"{model.family} epoch {epoch + 1}/{tcfg.epochs}",
-                   disable=not dist.is_main, dynamic_ncols=True, mininterval=1.0)
-        for step, batch in enumerate(batches):
-            if step >= steps_per_epoch:
-                break
-            rt.step_begin()
-            with rt.autocast():
-                out = model.train_step(batch, opts)
-            for sched in scheds.values():
-                sched.step()
-            _accumulate(sums, out)
-            images_seen += batch.images.shape[0]
-            bar.update(1)
-            if step % PROGRESS_EVERY == 0:
-                bar.set_postfix({k: f"{float(v):.4g}" for k, v in out.items() if k in ("loss", "loss_d", "loss_g")})
-        bar.close()
+        # closed also when an interrupt unwinds, so its line ends before the stage's one-line message
+        with tqdm(total=steps_per_epoch, desc=f"{model.family} epoch {epoch + 1}/{tcfg.epochs}",
+                  disable=not dist.is_main, dynamic_ncols=True, mininterval=1.0) as bar:
+            for step, batch in enumerate(batches):
+                if step >= steps_per_epoch:
+                    break
+                rt.step_begin()
+                with rt.autocast():
+                    out = model.train_step(batch, opts)
+                for sched in scheds.values():
+                    sched.step()
+                _accumulate(sums, out)
+                images_seen += batch.images.shape[0]
+                bar.update(1)
+                if step % PROGRESS_EVERY == 0:
+                    bar.set_postfix({k: f"{float(v):.4g}" for k, v in out.items() if k in ("loss", "loss_d", "loss_g")})
         seconds = time.perf_counter() - t0
         if dist.enabled:
             sums = distributed.average_values(sums, dist.world_size)
