@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.mlflow_server import mlflow_server
 from tests.test_pipeline import tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,40 +39,11 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> 
     return proc.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``mlflow server`` on loopback: its own SQLite store and artifact root; stopped at the end."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start within 60 s"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        yield url, root
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as running:
+        yield running.url, running.root
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +85,23 @@ def test_every_stage_logs_to_the_server_and_the_model_reads_back(trained, server
     assert list((root / "artifacts").rglob("model.pt"))  # stored under the server's own artifact root
     out = tmp_path / "from_server.png"
     sh([str(BIN / "facegen"), "sample", "--run-id", by_name["train:vae"].info.run_id, "-n", "4", "--out", str(out)],
+       repo, env)
+    assert out.stat().st_size > 0
+
+    # Lineage on the server: prepare logged the folder it wrote, train the same folder as its input, both
+    # under the hash dvc.lock recorded (prepare's computed before the lock had it, train's read from it).
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (prepared,) = [o for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared"]
+    for name, context, origin in (("prepare:data", "output", "computed"), ("train:vae", "training", "dvc.lock")):
+        (data,) = client.get_run(by_name[name].info.run_id).inputs.dataset_inputs
+        tags = {t.key: t.value for t in data.tags}
+        assert (data.dataset.digest, tags["mlflow.data.context"], tags["dvc_hash_from"]) == (prepared["md5"], context, origin)
+    # ... and the trained model is a registered version the CLI reads through the server.
+    version = client.get_model_version_by_alias("facegen-vae", "current")
+    assert version.run_id == by_name["train:vae"].info.run_id
+    assert version.tags["params_hash"] == by_name["train:vae"].data.tags["params_hash"]
+    out = tmp_path / "registered.png"
+    sh([str(BIN / "facegen"), "sample", "--model", "models:/facegen-vae@current", "-n", "4", "--out", str(out)],
        repo, env)
     assert out.stat().st_size > 0
 
