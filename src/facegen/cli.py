@@ -7,8 +7,8 @@
 
 Models come from the pipeline's outputs (``models/<family>/model.pt``), from the ``model/``
 artifact of an MLflow training run (``--run-id``), or from the MLflow Model Registry (``--model
-models:/facegen-<family>@current``: every training registers a version, resolved to its run). What a model can do is asked through the family
-interface and its declared capabilities, and attribute directions are found the way evaluation
+models:/facegen-<family>@current``: every training registers a version, resolved to its run).
+What a model can do is asked through the family interface and its declared capabilities, and attribute directions are found the way evaluation
 finds them for that family, so this module never branches on a family name. Photos are decoded by
 the prepare stage's own loader (``facegen.data.images``), then every face is detected and aligned
 to the training faces' measured framing (``facegen.faces``), so a model sees your face as it saw
@@ -51,7 +51,7 @@ from facegen.models import FAMILIES, family_class  # noqa: E402
 from facegen.models.base import EDIT, ENCODE, GenerativeModel  # noqa: E402
 from facegen.runtime import Runtime, eval_mode, setup_runtime  # noqa: E402
 from facegen.artifacts import atomic_save  # noqa: E402
-from facegen.models.checkpoint import in_models_dir, load_classifier, load_model, with_prior  # noqa: E402
+from facegen.models.checkpoint import in_models_dir, load_classifier, load_model, safe_load, with_prior  # noqa: E402
 
 # facegen.reporting.grids (matplotlib, ~2 s of imports on 2 cores) and facegen.faces
 # (dlib) are imported where used: `edit` with paste-back needs no grid, `sample` no dlib.
@@ -520,18 +520,17 @@ def registered_info(args: argparse.Namespace) -> None:
     version = resolve_registered(args)
     with tempfile.TemporaryDirectory(prefix="facegen-") as tmp:
         path = tracking.download_artifact(args.run_id, MODEL_ARTIFACT, Path(tmp))
-        model = load_model(path, "cpu")
-        version["model"] = {"family": model.family, "image_size": model.image_size,
-                            "size_mb": round(path.stat().st_size / 2**20, 2),
-                            "num_parameters": sum(p.numel() for p in model.parameters())}
+        ckpt = safe_load(path)  # any facegen checkpoint: a family, the classifier or the prior
+        version["model"] = {"format": ckpt["format"], "family": ckpt.get("family", version["tags"].get("family")),
+                            "image_size": ckpt.get("image_size"), "size_mb": round(path.stat().st_size / 2**20, 2)}
     if args.json:
         print(json.dumps(version, indent=2))
         return
     tags, held = version["tags"], version["model"]
     aliases = f" (@{', @'.join(version['aliases'])})" if version["aliases"] else ""
     print(f"{args.model}: {version['name']} version {version['version']}{aliases}")
-    print(f"  model: {held['family']}, {held['image_size']} px, {held['num_parameters']:,} parameters, "
-          f"{held['size_mb']} MB")
+    size = f"{held['image_size']} px, " if held["image_size"] else ""
+    print(f"  model: {held['family']} ({held['format']}), {size}{held['size_mb']} MB")
     print(f"  from: MLflow run {version['run_id']} ({tags.get('stage', '?')}, git {tags.get('git_commit', '?')[:10]}, "
           f"params hash {tags.get('params_hash', '?')}"
           + (f", DVC experiment {tags['dvc_experiment']}" if tags.get("dvc_experiment") else "") + ")")
