@@ -166,12 +166,13 @@ def test_markdown_comment_has_headline_rows_changed_decisions_and_sample_grids(t
     def family_files(vae: dict, vqvae: dict) -> dict[str, dict]:
         return {"vae.json": vae, "vqvae.json": vqvae}
 
-    base = family_files({"kid_inception": 0.050, "recon_psnr": 20.0}, {"kid_inception": 0.030, "recon_psnr": 21.0})
+    base = family_files({"kid_inception": 0.050, "recon_psnr": 20.0, "mig": 0.2},  # mig: one family only
+                        {"kid_inception": 0.030, "recon_psnr": 21.0})
     # sd of every metric over the four runs: 1.29 x 0.001 (kid) and 1.29 x 0.05 (psnr)
     runs = [{f: {m: v + d * (0.001 if m.startswith("kid") else 0.05) for m, v in doc.items()} for f, doc in base.items()}
             for d in (-1.5, -0.5, 0.5, 1.5)]
     noise = _noise(tmp_path, runs)
-    new = family_files({"kid_inception": 0.050, "recon_psnr": 20.01}, {"kid_inception": 0.048, "recon_psnr": 21.0})
+    new = family_files({"kid_inception": 0.050, "recon_psnr": 20.01, "mig": 0.1}, {"kid_inception": 0.048, "recon_psnr": 21.0})
     for name, doc in base.items():
         _write(tmp_path / "old", doc, name)
     for name, doc in new.items():
@@ -192,6 +193,7 @@ def test_markdown_comment_has_headline_rows_changed_decisions_and_sample_grids(t
     assert cells[:3] == ["0.03", "0.048", "+13.9"] and cells[4] == "**regression**"  # 0.018 / sd 0.00129
     psnr = next(line for line in md.splitlines() if line.startswith("| `vae.json:recon_psnr`"))
     assert psnr.endswith("| within noise |")
+    assert "| `vae.json:mig`" in md  # a metric only one family has: a row, but no decision to compare
     assert "- vqvae vs vae on KID (Inception, standard; unbiased): separated (vqvae better) → not separated" in md
     assert "Reconstruction PSNR" not in md.split("### Decisions that changed")[1].split("###")[0]  # vqvae still ahead
     assert "| vae | ![vae old](../old_reports/vae/samples.png) | ![vae new](../reports/vae/samples.png) |" in md

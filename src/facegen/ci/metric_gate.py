@@ -245,16 +245,12 @@ class Decision:
 
 def decision(row: Row, specs: MetricSpecs) -> Decision | None:
     """The row's leading pair and verdict (None with fewer than two families or no direction)."""
-    spec = specs(row.metric)
-    first = row.best or spec.best(row.values)
-    if first is None:  # an exact tie at the top: name the pair in a stable order
-        ranked = sorted(row.values, key=lambda f: (row.values[f], f), reverse=spec.direction == "higher")
-        first = ranked[0] if len(ranked) > 1 else None
-    if first is None:
+    direction = specs(row.metric).direction
+    if len(row.values) < 2 or direction == "none":
         return None
-    rest = {f: v for f, v in row.values.items() if f != first}
-    second = spec.best(rest) or min(rest)
-    return Decision(first, second, row.best is not None)
+    ranked = sorted(row.values, key=lambda f: (row.values[f], f), reverse=direction == "higher")  # ties: by name
+    first = row.best or ranked[0]
+    return Decision(first, next(f for f in ranked if f != first), row.best is not None)
 
 
 def per_family(metrics: Metrics) -> dict[str, dict[str, float]]:
@@ -269,14 +265,15 @@ def per_family(metrics: Metrics) -> dict[str, dict[str, float]]:
 
 
 def decision_changes(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> list[str]:
-    """One line per headline row whose decision (pair or separation) differs between old and new."""
+    """One line per headline row whose decision differs: the family best beyond noise, or none (a tie). A tie
+    that stays a tie between other families is no decision changing."""
     before = {r.metric: r for r in comparison_rows(per_family(old), specs, noise) if headline(r, specs)}
     lines = []
     for row in comparison_rows(per_family(new), specs, noise):
         if not headline(row, specs) or row.metric not in before:
             continue
         a, b = decision(before[row.metric], specs), decision(row, specs)
-        if a is None or b is None or a == b:
+        if a is None or b is None or before[row.metric].best == row.best:
             continue
         label = specs.label(row.metric)
         if {a.first, a.second} == {b.first, b.second}:
