@@ -159,6 +159,46 @@ def test_baseline_from_git_head(tmp_path, monkeypatch, capsys):
     assert "vae.json:fid_facegen" in out and "summary.json" not in out  # the derived summary is skipped
 
 
+def test_markdown_comment_has_headline_rows_changed_decisions_and_sample_grids(tmp_path, capsys):
+    """The PR comment: old/new/sd/band/verdict per headline metric, the report's decision that flipped, grids."""
+    from PIL import Image
+
+    def family_files(vae: dict, vqvae: dict) -> dict[str, dict]:
+        return {"vae.json": vae, "vqvae.json": vqvae}
+
+    base = family_files({"kid_inception": 0.050, "recon_psnr": 20.0, "mig": 0.2},  # mig: one family only
+                        {"kid_inception": 0.030, "recon_psnr": 21.0})
+    # sd of every metric over the four runs: 1.29 x 0.001 (kid) and 1.29 x 0.05 (psnr)
+    runs = [{f: {m: v + d * (0.001 if m.startswith("kid") else 0.05) for m, v in doc.items()} for f, doc in base.items()}
+            for d in (-1.5, -0.5, 0.5, 1.5)]
+    noise = _noise(tmp_path, runs)
+    new = family_files({"kid_inception": 0.050, "recon_psnr": 20.01, "mig": 0.1}, {"kid_inception": 0.048, "recon_psnr": 21.0})
+    for name, doc in base.items():
+        _write(tmp_path / "old", doc, name)
+    for name, doc in new.items():
+        _write(tmp_path / "new", doc, name)
+    for folder in ("old_reports", "reports"):
+        for family in ("vae", "vqvae"):
+            (tmp_path / folder / family).mkdir(parents=True)
+            Image.new("RGB", (4, 4)).save(tmp_path / folder / family / "samples.png")
+    comment = tmp_path / "ci" / "gate.md"
+    assert main(["--metrics-dir", str(tmp_path / "new"), "--baseline-dir", str(tmp_path / "old"), "--specs", str(SPECS),
+                 "--noise", str(noise), "--markdown", str(comment), "--reports-dir", str(tmp_path / "reports"),
+                 "--baseline-reports", str(tmp_path / "old_reports")]) == 1
+    assert f"wrote the review comment to {comment}" in capsys.readouterr().out
+    md = comment.read_text()
+    assert md.startswith("## facegen metric gate: **FAILED**: 1 regression(s)")
+    kid = next(line for line in md.splitlines() if line.startswith("| `vqvae.json:kid_inception`"))
+    cells = [c.strip() for c in kid.split("|")[2:-1]]  # old, new, change (sd), band, verdict
+    assert cells[:3] == ["0.03", "0.048", "+13.9"] and cells[4] == "**regression**"  # 0.018 / sd 0.00129
+    psnr = next(line for line in md.splitlines() if line.startswith("| `vae.json:recon_psnr`"))
+    assert psnr.endswith("| within noise |")
+    assert "| `vae.json:mig`" in md  # a metric only one family has: a row, but no decision to compare
+    assert "- vqvae vs vae on KID (Inception, standard; unbiased): separated (vqvae better) → not separated" in md
+    assert "Reconstruction PSNR" not in md.split("### Decisions that changed")[1].split("###")[0]  # vqvae still ahead
+    assert "| vae | ![vae old](../old_reports/vae/samples.png) | ![vae new](../reports/vae/samples.png) |" in md
+
+
 def test_no_baseline_commit_passes(tmp_path, monkeypatch, capsys):
     noise = _noise(tmp_path)
     monkeypatch.chdir(tmp_path)

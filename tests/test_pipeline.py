@@ -132,6 +132,20 @@ def test_mlflow_holds_a_run_per_stage(repo):
     unfinished = {name: r.info.status for name, r in latest.items() if r.info.status != "FINISHED"}
     assert not unfinished, unfinished
 
+    # Lineage: each run names the data it read by dvc.lock's hash, and each trained model is registered.
+    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    hashes = {o["path"]: o["md5"] for stage in lock.values() for o in stage.get("outs", [])}
+    client = mlflow.MlflowClient()
+    for name, run in latest.items():
+        if name == "report:all":  # reads metrics and reports only
+            continue
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert inputs and all(d.dataset.digest == hashes[json.loads(d.dataset.source)["path"]] for d in inputs), name
+    for name in ("vae", "beta_vae", "vqvae", "dcgan", "classifier", "pixelcnn"):
+        version = client.get_model_version_by_alias(f"facegen-{name}", "current")
+        stage = {"classifier": "train_classifier", "pixelcnn": "fit_prior"}.get(name, "train")
+        assert version.run_id == latest[f"{stage}:{name}"].info.run_id, name
+
 
 def test_second_repro_is_a_no_op(repo):
     path, env = repo

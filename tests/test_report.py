@@ -172,6 +172,7 @@ def test_sweep_points_from_dvc_exp_show_and_plot(tmp_path):
     points = sweep_points(EXP_SHOW, "beta_vae", "models.beta_vae.beta")
     assert [p["value"] for p in points] == [1.0, 2.0, 4.0, 8.0]
     assert points[0]["metrics"]["test_kl"] == 40.0 and points[0]["name"] == "exp-1"
+    assert [p["rev"] for p in points] == ["1aaaaaaa", "2aaaaaaa", "workspace", "8aaaaaaa"]
     sweep = {"family": "beta_vae", "param": "models.beta_vae.beta", "points": points}
     assert plot_sweep(sweep, tmp_path / "sweep.png").is_file()
     assert plot_sweep({**sweep, "points": points[:1]}, tmp_path / "one.png") is None

@@ -13,14 +13,10 @@ Bounded: the server gets 60 s to start and is always stopped; stages run on tiny
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -34,6 +30,7 @@ from facegen.config import VAEConfig
 from facegen.models import build
 from facegen.models.checkpoint import save_model
 from facegen.tracking import start_run
+from tests.mlflow_server import mlflow_server
 from tests.test_pipeline import tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,56 +47,11 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> 
     return proc.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End a server started in its own session, and everything it started."""
-    with contextlib.suppress(ProcessLookupError):  # it may have died on its own
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def start_server(root: Path, *options: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """``mlflow server [options]`` on loopback with its own SQLite store and artifact root under ``root``;
-    returns it and its URL once /health answers (90 s at most)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", *options, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not start within 90 s"
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    return proc, url
-            except OSError:
-                time.sleep(0.5)
-    except BaseException:
-        stop(proc)
-        raise
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """An open ``mlflow server`` on loopback (what docs/team.md starts first); stopped at the end."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    proc, url = start_server(root)
-    try:
-        yield url, root
-    finally:
-        stop(proc)
+    """``mlflow server`` on loopback: its own SQLite store and artifact root; stopped at the end."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as running:
+        yield running.url, running.root
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +93,23 @@ def test_every_stage_logs_to_the_server_and_the_model_reads_back(trained, server
     assert list((root / "artifacts").rglob("model.pt"))  # stored under the server's own artifact root
     out = tmp_path / "from_server.png"
     sh([str(BIN / "facegen"), "sample", "--run-id", by_name["train:vae"].info.run_id, "-n", "4", "--out", str(out)],
+       repo, env)
+    assert out.stat().st_size > 0
+
+    # Lineage on the server: prepare logged the folder it wrote, train the same folder as its input, both
+    # under the hash dvc.lock recorded (prepare's computed before the lock had it, train's read from it).
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (prepared,) = [o for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared"]
+    for name, context, origin in (("prepare:data", "output", "computed"), ("train:vae", "training", "dvc.lock")):
+        (data,) = client.get_run(by_name[name].info.run_id).inputs.dataset_inputs
+        tags = {t.key: t.value for t in data.tags}
+        assert (data.dataset.digest, tags["mlflow.data.context"], tags["dvc_hash_from"]) == (prepared["md5"], context, origin)
+    # ... and the trained model is a registered version the CLI reads through the server.
+    version = client.get_model_version_by_alias("facegen-vae", "current")
+    assert version.run_id == by_name["train:vae"].info.run_id
+    assert version.tags["params_hash"] == by_name["train:vae"].data.tags["params_hash"]
+    out = tmp_path / "registered.png"
+    sh([str(BIN / "facegen"), "sample", "--model", "models:/facegen-vae@current", "-n", "4", "--out", str(out)],
        repo, env)
     assert out.stat().st_size > 0
 
@@ -195,8 +164,8 @@ def test_basic_auth_server_refuses_anonymous_clients(tmp_path):
                                        "auth_cache_ttl_seconds = 60\n")  # one PBKDF2 check per user, not per request
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
            "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-admin-secret-1", "MLFLOW_FLASK_SERVER_SECRET_KEY": "csrf-key"}
-    proc, url = start_server(tmp_path, "--app-name", "basic-auth", env=env)
-    try:
+    with mlflow_server(tmp_path, "--app-name", "basic-auth", env=env) as running:
+        url = running.url
         for method, path in (("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
                              ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/x/artifacts/model/model.pt"),
                              ("POST", "/api/2.0/mlflow/runs/delete")):
@@ -230,5 +199,3 @@ def test_basic_auth_server_refuses_anonymous_clients(tmp_path):
                                "--models-dir", str(tmp_path / "models")], env={**os.environ, **user},
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and out.stat().st_size > 0, done.stderr
-    finally:
-        stop(proc)

@@ -3,11 +3,12 @@
     facegen sample --family vqvae -n 64 --out grid.png [--attr Smiling=1]
     facegen edit photo.jpg --family vae --attr Smiling --strength 2 --out edited.png [--strip] [--face N]
     facegen interpolate a.jpg b.jpg --family beta_vae --steps 10 --out strip.png [--slerp]
-    facegen info
+    facegen info [--model models:/facegen-vae@current]
 
-Models come from the pipeline's outputs (``models/<family>/model.pt``) or from the ``model/``
-artifact of an MLflow training run (``--run-id``). What a model can do is asked through the family
-interface and its declared capabilities, and attribute directions are found the way evaluation
+Models come from the pipeline's outputs (``models/<family>/model.pt``), from the ``model/``
+artifact of an MLflow training run (``--run-id``), or from the MLflow Model Registry (``--model
+models:/facegen-<family>@current``: every training registers a version, resolved to its run).
+What a model can do is asked through the family interface and its declared capabilities, and attribute directions are found the way evaluation
 finds them for that family, so this module never branches on a family name. Photos are decoded by
 the prepare stage's own loader (``facegen.data.images``), then every face is detected and aligned
 to the training faces' measured framing (``facegen.faces``), so a model sees your face as it saw
@@ -55,7 +56,7 @@ from facegen.latent.interpolation import lerp, slerp  # noqa: E402
 from facegen.models import FAMILIES, family_class  # noqa: E402
 from facegen.models.base import EDIT, ENCODE, GenerativeModel  # noqa: E402
 from facegen.runtime import Runtime, eval_mode, setup_runtime  # noqa: E402
-from facegen.models.checkpoint import in_models_dir, load_classifier, load_model, with_prior  # noqa: E402
+from facegen.models.checkpoint import in_models_dir, load_classifier, load_model, safe_load, with_prior  # noqa: E402
 
 # facegen.reporting.grids (matplotlib, ~2 s of imports on 2 cores) and facegen.faces
 # (dlib) are imported where used: `edit` with paste-back needs no grid, `sample` no dlib.
@@ -66,6 +67,9 @@ MODEL_ARTIFACT = "model/model.pt"  # where train_family logs the model file insi
 TABLE_COLUMNS = ("image_id", "split")  # attrs.csv columns that are not attributes
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")  # formats both PIL grids and matplotlib figures write
 DIRECTION_CACHE_VERSION = 1  # bump when attribute directions are computed differently
+MODEL_HELP = (f"use a registered model (store as for --run-id): models:/{tracking.registered_name('vae')}@"
+              f"{tracking.MODEL_ALIAS} (the newest training), models:/{tracking.registered_name('vae')}/3 or "
+              f"models:/{tracking.registered_name('vae')}@latest (the highest version)")
 
 
 class Timings:
@@ -101,7 +105,10 @@ def model_path(models_dir: Path, name: str) -> Path:
 
 
 def load_family(args: argparse.Namespace, rt: Runtime) -> GenerativeModel:
-    """The model named by ``--family`` (pipeline output) or ``--run-id`` (MLflow), with its companions."""
+    """The model named by ``--family`` (pipeline output), ``--run-id`` or ``--model`` (MLflow), with its
+    companions. ``--model`` is resolved here, once, to the run that logged it (``args.run_id``), so it
+    then reads and caches exactly as ``--run-id`` does."""
+    resolve_registered(args)
     if args.run_id:
         with tempfile.TemporaryDirectory(prefix="facegen-") as tmp:
             model = load_model(tracking.download_artifact(args.run_id, MODEL_ARTIFACT, Path(tmp)), rt.device)
@@ -109,7 +116,8 @@ def load_family(args: argparse.Namespace, rt: Runtime) -> GenerativeModel:
             raise FacegenError(f"MLflow run {args.run_id} holds a {model.family} model, not {args.family}")
     else:
         if not args.family:
-            raise FacegenError(f"say which model to use: --family ({', '.join(FAMILIES)}) or --run-id RUN_ID")
+            raise FacegenError(f"say which model to use: --family ({', '.join(FAMILIES)}), --run-id RUN_ID or --model "
+                               "models:/NAME@ALIAS")
         if args.family not in FAMILIES:
             raise FacegenError(f"unknown family {args.family!r}; known: {', '.join(FAMILIES)}")
         path = model_path(args.models_dir, args.family)
@@ -118,6 +126,18 @@ def load_family(args: argparse.Namespace, rt: Runtime) -> GenerativeModel:
                                f"run `dvc repro train@{args.family}`")
         model = load_model(path, rt.device)
     return with_prior(model, args.models_dir)
+
+
+def resolve_registered(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--model models:/...``: its registered version, with ``args.run_id`` set to the run behind it."""
+    uri = getattr(args, "model", None)  # commands (and other front ends) without --model
+    if not uri:
+        return None
+    if args.run_id:
+        raise FacegenError("give --model or --run-id, not both (a registered model names its run)")
+    version = tracking.model_version(uri)
+    args.run_id = version["run_id"]
+    return version
 
 
 def require(model: GenerativeModel, capability: str, action: str) -> None:
@@ -517,7 +537,31 @@ def family_info(family: str, args: argparse.Namespace, run: dict[str, str] | Non
     return info
 
 
+def registered_info(args: argparse.Namespace) -> None:
+    """``facegen info --model URI``: the registered version, the run behind it and the model it holds."""
+    version = resolve_registered(args)
+    with tempfile.TemporaryDirectory(prefix="facegen-") as tmp:
+        path = tracking.download_artifact(args.run_id, MODEL_ARTIFACT, Path(tmp))
+        ckpt = safe_load(path)  # any facegen checkpoint: a family, the classifier or the prior
+        version["model"] = {"format": ckpt["format"], "family": ckpt.get("family", version["tags"].get("family")),
+                            "image_size": ckpt.get("image_size"), "size_mb": round(path.stat().st_size / 2**20, 2)}
+    if args.json:
+        print(json.dumps(version, indent=2))
+        return
+    tags, held = version["tags"], version["model"]
+    aliases = f" (@{', @'.join(version['aliases'])})" if version["aliases"] else ""
+    print(f"{args.model}: {version['name']} version {version['version']}{aliases}")
+    size = f"{held['image_size']} px, " if held["image_size"] else ""
+    print(f"  model: {held['family']} ({held['format']}), {size}{held['size_mb']} MB")
+    print(f"  from: MLflow run {version['run_id']} ({tags.get('stage', '?')}, git {tags.get('git_commit', '?')[:10]}, "
+          f"params hash {tags.get('params_hash', '?')}"
+          + (f", DVC experiment {tags['dvc_experiment']}" if tags.get("dvc_experiment") else "") + ")")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
+    if args.model:
+        registered_info(args)
+        return
     # One lookup for all families: an unreachable tracking server costs one timeout, and then
     # every family says so instead of claiming it has no run.
     runs, problem = tracking.latest_runs("train", list(FAMILIES))
@@ -602,6 +646,7 @@ def model_options(default_out: str) -> argparse.ArgumentParser:
     g.add_argument("--family", help=f"model family: {', '.join(FAMILIES)}")
     g.add_argument("--run-id", help="use the model logged by this MLflow training run instead of --models-dir "
                                     "(store: $MLFLOW_TRACKING_URI, else ./mlruns.db)")
+    g.add_argument("--model", metavar="URI", help=MODEL_HELP)
     g.add_argument("--models-dir", type=Path, default=artifacts.MODELS, help="pipeline models folder (default: %(default)s)")
     g.add_argument("--prepared-dir", type=Path, default=artifacts.PREPARED,
                    help="prepared data, for attribute directions and attribute frequencies (default: %(default)s)")
@@ -691,7 +736,9 @@ def build_parser() -> Parser:
     p.add_argument("--models-dir", type=Path, default=artifacts.MODELS, help="default: %(default)s")
     p.add_argument("--metrics-dir", type=Path, default=artifacts.METRICS, help="default: %(default)s")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(run=cmd_info)
+    p.add_argument("--model", metavar="URI", help="show this registered model version instead (models:/NAME@ALIAS "
+                                                 "or models:/NAME/VERSION): its run, tags and the model it holds")
+    p.set_defaults(run=cmd_info, run_id=None)
     return parser
 
 

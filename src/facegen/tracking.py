@@ -29,20 +29,31 @@ What comes back is checked: every file logged with :meth:`Tracker.log_artifact` 
 recorded in the run as the param ``sha256/<artifact path>`` (params are write-once in MLflow: a
 client able to replace the artifact cannot rewrite it), and :func:`download_artifact` refuses a file
 whose bytes do not match, or for which the run records no hash.
+
+Lineage: a run names the data folder it read as an MLflow dataset whose digest is the folder's DVC
+hash (``Tracker.log_dataset``, :func:`dvc_hash`), and a training registers its model as a new version
+of ``facegen-<family>`` with the run's tags, moving the alias ``current`` (``Tracker.register_model``).
+Both go through the same failure-tolerant ``_call``: one warning if the store is unreachable.
+Reading back, :func:`model_version` resolves a ``models:/`` URI to the run that logged the model,
+which the CLI then reads through :func:`download_artifact` like any ``--run-id``.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import unquote, urlparse
+
+import yaml
 
 from facegen.config import flatten
 from facegen.errors import TrackingError
@@ -159,6 +170,33 @@ class Tracker:
         """Log an HxWx3 uint8 array (e.g. a per-epoch sample grid) straight into the run."""
         if self._mlflow is not None:
             self._call("log_image", self._mlflow.log_image, image, artifact_file=artifact_file)
+
+    def log_image_step(self, image: Any, key: str, step: int) -> None:
+        """Log an HxWx3 uint8 array as step ``step`` of the image series ``key`` (the UI's image slider)."""
+        if self._mlflow is not None:
+            self._call("log_image", self._mlflow.log_image, image, key=key, step=step)
+
+    def log_dataset(self, path: Path, config: Mapping[str, Any], context: str = "training") -> None:
+        """Log the DVC-tracked folder ``path`` as this run's input dataset (``mlflow.log_input``).
+
+        The dataset is named after the folder, its digest is the folder's DVC hash (:func:`dvc_hash`:
+        from ``dvc.lock`` when the lock records this folder as it is on disk, else computed the way
+        DVC computes it) and its source is ``{"path": ..., "config": config}`` (source type ``dvc``),
+        so runs on the same data share one dataset in the MLflow UI and ``datasets.digest = '<hash>'``
+        finds them. ``context``: ``training``, ``evaluation``, or ``output`` for the stage that writes it.
+        """
+        if self._mlflow is not None:
+            self._call("log_input", _log_dataset, self._mlflow, path, config, context)
+
+    def register_model(self, artifact_path: str = "model", alias: str | None = None) -> None:
+        """Register this run's ``artifact_path`` folder as a new version of ``facegen-<family>`` and move
+        ``alias`` (default :data:`MODEL_ALIAS`) to it.
+
+        The version carries the run's own tags (stage, family, git_commit, params_hash, dvc_experiment...),
+        so "which commit and params made this model" is answered from the registry alone.
+        """
+        if self._mlflow is not None:
+            self._call("model registration", _register, self._mlflow, artifact_path, alias or MODEL_ALIAS)
 
 
 def _file_path(uri: str) -> Path | None:
@@ -342,10 +380,11 @@ def start_run(stage: str, family: str, params: Mapping[str, Any], params_hash: s
     The run ends FINISHED, FAILED (an exception), or KILLED (an interrupt: Ctrl-C, SIGTERM, SIGHUP).
     """
     tracker = Tracker()
+    started: Any = None  # mlflow, once a run is open: it is ended even if a later call turned tracking off
     try:
         mlflow = _connect(experiment)
         mlflow.start_run(run_name=f"{stage}:{family}", tags=run_tags(stage, family, params_hash))
-        tracker._mlflow = mlflow
+        tracker._mlflow = started = mlflow
     except Exception as err:  # noqa: BLE001 - unreachable server, bad URI, locked DB...
         first_line = str(err).splitlines()[0] if str(err) else ""
         warnings.warn(f"MLflow tracking unavailable at {tracking_uri()} ({type(err).__name__}: {first_line}); "
@@ -359,9 +398,11 @@ def start_run(stage: str, family: str, params: Mapping[str, Any], params_hash: s
         status = "KILLED"
         raise
     finally:
-        if tracker.active:
+        # Also after a failed call: mlflow keeps the run on its per-process active-run stack until it is
+        # ended (end_run pops it before telling the store), and the next start_run would refuse to open.
+        if started is not None:
             with contextlib.suppress(Exception):
-                tracker._mlflow.end_run(status=status)
+                started.end_run(status=status)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,6 +429,16 @@ def _reader() -> Any | None:
         return MlflowClient(tracking_uri=uri)
 
 
+def _store(holding: str) -> tuple[str, Any]:
+    """The tracking URI and a reader on it; TrackingError when a local store does not exist yet."""
+    uri = tracking_uri()
+    client = _reader()
+    if client is None:
+        raise TrackingError(f"no MLflow store at {uri}: run a stage first, or set MLFLOW_TRACKING_URI to "
+                            f"the store that holds {holding}")
+    return uri, client
+
+
 def download_artifact(run_id: str, artifact_path: str, dst: Path) -> Path:
     """Fetch one artifact file of a run (e.g. ``model/model.pt``) into ``dst``, verified; TrackingError if impossible.
 
@@ -398,11 +449,7 @@ def download_artifact(run_id: str, artifact_path: str, dst: Path) -> Path:
     moved) is read from this checkout's ``mlruns-artifacts`` when it has the run; otherwise the error
     names the missing path.
     """
-    uri = tracking_uri()
-    client = _reader()
-    if client is None:
-        raise TrackingError(f"no MLflow store at {uri}: run a stage first, or set MLFLOW_TRACKING_URI to "
-                            "the store that holds this run")
+    uri, client = _store("this run")
     try:
         run = client.get_run(run_id)
     except Exception as err:  # noqa: BLE001 - unknown id, unreachable server, unreadable store
@@ -487,3 +534,175 @@ def latest_run(stage: str, family: str, experiment: str = "facegen") -> dict[str
     if problem is not None:
         warnings.warn(f"MLflow lookup failed: {problem}; run provenance not shown", stacklevel=2)
     return runs.get(family)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lineage: the data a run used, identified by its DVC hash.
+# ----------------------------------------------------------------------------------------------
+LOCKFILE = Path("dvc.lock")  # of the working copy that runs (a DVC experiment's copy has its own)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _locked_hash(folder: Path, lockfile: Path) -> str | None:
+    """``folder``'s md5 as ``dvc.lock`` records it for the stage that writes it, if the folder on disk
+    still has the recorded file count and size (a folder rewritten outside DVC does not)."""
+    if not lockfile.is_file():
+        return None
+    try:
+        lock = yaml.safe_load(lockfile.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    files = _files(folder)
+    for stage in (lock.get("stages") or {}).values():
+        for out in (stage or {}).get("outs") or []:
+            if out.get("path") == folder.as_posix() and str(out.get("md5", "")).endswith(".dir"):
+                same = out.get("nfiles") == len(files) and out.get("size") == sum(f.stat().st_size for f in files)
+                return out["md5"] if same else None
+    return None
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()  # noqa: S324 - DVC's content hash, not a security measure
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dvc_hash(folder: Path, lockfile: Path = LOCKFILE) -> tuple[str, str]:
+    """DVC's hash of an output folder (``<md5>.dir``) and where it came from: ``"dvc.lock"`` or ``"computed"``.
+
+    The lock is read first (free). Before the first ``dvc repro`` has recorded the folder (a stage run
+    by hand in a fresh clone, or ``prepare`` logging the folder it has just written), or when the folder
+    no longer matches the lock, the hash is computed as DVC computes a directory's: the md5 of the
+    JSON list of ``{"md5": <file md5>, "relpath": <posix path>}`` sorted by path, plus ``.dir``
+    (dvc-data's ``Tree.digest``), so it equals what ``dvc commit`` will record (``tests/test_lineage.py``
+    checks it against DVC). That reads every file once: seconds for CelebA's arrays.
+    """
+    locked = _locked_hash(folder, lockfile)
+    if locked is not None:
+        return locked, "dvc.lock"
+    entries = [{"md5": _file_md5(f), "relpath": f.relative_to(folder).as_posix()} for f in _files(folder)]
+    listing = json.dumps(sorted(entries, key=lambda e: e["relpath"]), sort_keys=True).encode()
+    return hashlib.md5(listing).hexdigest() + ".dir", "computed"  # noqa: S324 - as above
+
+
+@functools.cache
+def _dvc_source_class() -> type:
+    """An MLflow DatasetSource for a DVC-tracked folder (built on first use: mlflow is imported lazily)."""
+    from mlflow.data.dataset_source import DatasetSource
+
+    class DVCDatasetSource(DatasetSource):
+        """A folder of the DVC pipeline, and the params that made it; ``load`` returns its local path."""
+
+        def __init__(self, path: str, config: Mapping[str, Any]) -> None:
+            self.path, self.config = path, dict(config)
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "dvc"
+
+        def load(self) -> str:
+            return self.path
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False  # never guessed from a bare string: built explicitly by log_dataset
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> Any:
+            raise NotImplementedError
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"path": self.path, "config": self.config}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[Any, Any]) -> Any:
+            return cls(source_dict["path"], source_dict.get("config") or {})
+
+    return DVCDatasetSource
+
+
+def _log_dataset(mlflow: Any, folder: Path, config: Mapping[str, Any], context: str) -> None:
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digest, origin = dvc_hash(folder)
+    source = _dvc_source_class()(folder.as_posix(), json.loads(json.dumps(dict(config), default=str)))
+    mlflow.log_input(MetaDataset(source, name=folder.name, digest=digest), context=context,
+                     tags={"dvc_hash_from": origin})
+
+
+# ----------------------------------------------------------------------------------------------
+# Model Registry: every trained model is a version of ``facegen-<family>``; ``models:/`` URIs resolve
+# to the run that logged it, whose ``model/`` artifact is then read through download_artifact.
+# ----------------------------------------------------------------------------------------------
+MODEL_PREFIX = "facegen-"
+# Moved to each new version. Not "latest": MLflow reserves that name (``models:/<name>/latest`` and,
+# in facegen's resolver, ``models:/<name>@latest`` mean the highest version number).
+MODEL_ALIAS = "current"
+
+
+def registered_name(family: str) -> str:
+    """The registered model of a family (``vae`` -> ``facegen-vae``; also ``pixelcnn``, ``classifier``)."""
+    return f"{MODEL_PREFIX}{family}"
+
+
+def _register(mlflow: Any, artifact_path: str, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    run = mlflow.active_run()
+    client = mlflow.MlflowClient()
+    tags = {k: v for k, v in client.get_run(run.info.run_id).data.tags.items() if not k.startswith("mlflow.")}
+    name = registered_name(tags["family"])
+    try:
+        client.create_registered_model(name, description=f"facegen {tags['family']} models, one version per "
+                                                          f"{tags['stage']} run (the {alias!r} alias: the newest)")
+    except MlflowException as err:  # registered by an earlier run (or a parallel experiment): fine
+        if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    version = client.create_model_version(name, source=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}",
+                                          run_id=run.info.run_id, tags=tags)
+    client.set_registered_model_alias(name, alias, version.version)
+
+
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+|latest))")
+
+
+def model_version(uri: str) -> dict[str, Any]:
+    """The registered model version a ``models:/`` URI names: name, version, aliases, run_id, source, tags.
+
+    Accepts ``models:/<name>@<alias>``, ``models:/<name>/<version>`` and ``models:/<name>/latest`` (also
+    written ``@latest``): the highest version. TrackingError, one line, for a malformed URI, an unknown
+    model, version or alias, a missing local store or an unreachable server.
+    """
+    match = MODEL_URI.fullmatch(uri)
+    if match is None:
+        raise TrackingError(f"{uri!r} is not a registered model URI: write models:/NAME@ALIAS or models:/NAME/VERSION, "
+                            f"e.g. models:/{registered_name('vae')}@{MODEL_ALIAS}")
+    name, alias, version = match["name"], match["alias"], match["version"]
+    tracking, client = _store("the registry")
+    try:
+        if alias is not None and alias.lower() != "latest":
+            found = client.get_model_version_by_alias(name, alias)
+        else:
+            if version is None or version == "latest":
+                versions = client.search_model_versions(f"name = '{name}'")
+                if not versions:
+                    raise TrackingError(f"registered model {name} has no version in {tracking}")
+                version = str(max(int(v.version) for v in versions))
+            found = client.get_model_version(name, version)
+    except TrackingError:
+        raise
+    except Exception as err:  # noqa: BLE001 - unknown name/alias/version, unreachable server
+        raise TrackingError(f"cannot resolve {uri} in the registry at {tracking} ({_first_line(err)}): "
+                            f"`mlflow ui` lists registered models; training registers {MODEL_PREFIX}<family>") from None
+    if not found.run_id:
+        raise TrackingError(f"{uri} (version {found.version}) names no MLflow run: facegen reads a model from "
+                            "the run that logged it")
+    return {"name": found.name, "version": str(found.version), "aliases": list(found.aliases),
+            "run_id": found.run_id, "source": found.source, "tags": dict(found.tags),
+            "created": str(found.creation_timestamp)}

@@ -2,6 +2,7 @@
 
     python -m facegen.ci.metric_gate                      # baseline: git HEAD's metrics/
     python -m facegen.ci.metric_gate --baseline-dir DIR   # baseline: another folder of metric files
+    python -m facegen.ci.metric_gate --markdown gate.md   # also a pull request comment (docs/team.md)
 
 Directions and gating flags come from ``metrics_tolerances.yaml`` (shared with the report); each
 metric's band comes from its measured run-to-run spread in ``metrics_noise.json`` (seeds x
@@ -20,15 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from facegen import artifacts
+from facegen.config import MODEL_CONFIGS
 from facegen.errors import FacegenError
+from facegen.evaluation.comparison import Row, comparison_rows, fmt, headline
 from facegen.evaluation.metric_specs import SPECS_FILE, MetricSpecs, load_specs
 from facegen.evaluation.noise import MIN_RUNS, NOISE_FILE, Noise, load_noise
-from facegen.evaluation.comparison import fmt
 
 Metrics = dict[str, float]  # "file.json:metric" -> value
 
@@ -103,22 +107,30 @@ def gated_count(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) ->
     return sum(1 for key in old.keys() & new.keys() if specs.for_key(key).gate and noise.measured(key))
 
 
+def change_of(key: str, o: float, n: float, specs: MetricSpecs, noise: Noise, m: int) -> Change:
+    """One metric's move from ``o`` to ``n`` with its band when ``m`` gated metrics are checked."""
+    spec = specs.for_key(key)
+    spread = noise.measured(key)
+    band = specs.rule.band(spread, m, two_sided=spec.direction == "none") if spread is not None else math.nan
+    return Change(key, o, n, band, spec.worsening(o, n), spread.sd if spread is not None else math.nan)
+
+
+def regressed(change: Change, specs: MetricSpecs) -> bool:
+    """A gated metric that became non-finite, or moved the wrong way by more than its band."""
+    broke = math.isfinite(change.old) and not math.isfinite(change.new)
+    return specs.for_key(change.key).gate and (broke or change.worsening > change.band)
+
+
 def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> Verdict:
     regressions, unmeasured, changes = [], [], []
     m = gated_count(old, new, specs, noise)
     for key in sorted(old.keys() & new.keys()):
-        spec = specs.for_key(key)
-        o, n = old[key], new[key]
-        spread = noise.measured(key)
-        measured = spread is not None
-        band = specs.rule.band(spread, m, two_sided=spec.direction == "none") if measured else math.nan
-        change = Change(key, o, n, band, spec.worsening(o, n), spread.sd if measured else math.nan)
-        broke = math.isfinite(o) and not math.isfinite(n)
-        if spec.gate and (broke or (measured and change.worsening > band)):
+        change = change_of(key, old[key], new[key], specs, noise, m)
+        if regressed(change, specs):
             regressions.append(change)
-        elif spec.gate and not measured:
+        elif specs.for_key(key).gate and math.isnan(change.band):
             unmeasured.append(change)
-        elif o != n:
+        elif change.old != change.new:
             changes.append(change)
     return Verdict(regressions, unmeasured, changes, sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys()), m)
 
@@ -176,6 +188,148 @@ def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise) ->
     return 0
 
 
+# ------------------------------------------------------------------------------------------------
+# The review comment (--markdown FILE): what a pull request comment on the change holds.
+#   * headline metrics (``summary`` with a direction): old, new, change in measured sds, band, verdict;
+#   * the report's decisions (evaluation.comparison.comparison_rows: best or not separated, by the
+#     noise rule) that changed, e.g. "vqvae vs vae on KID: separated (vqvae better) → not separated";
+#   * each family's old and new samples.png, linked by paths relative to the Markdown file (CML's
+#     ``cml comment create`` uploads linked images with the comment: docs/team.md).
+# ------------------------------------------------------------------------------------------------
+SAMPLE_GRID = "samples.png"
+
+
+def verdict(change: Change, specs: MetricSpecs) -> str:
+    """One word or two for a headline row of the comment."""
+    if regressed(change, specs):
+        return "**regression**"
+    if not specs.for_key(change.key).gate:
+        return "not gated"
+    if math.isnan(change.band):
+        return "**no measured spread**"
+    if change.old == change.new:
+        return "unchanged"
+    return "improved" if -change.worsening > change.band else "within noise"
+
+
+def _sds(change: Change) -> str:
+    """The signed change in measured standard deviations (new - old, in the metric's own sign)."""
+    if math.isnan(change.sd) or change.sd == 0:
+        return "n/a"
+    return f"{(change.new - change.old) / change.sd:+.1f}"
+
+
+def headline_table(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise, gated: int) -> list[str]:
+    keys = [k for k in sorted(old.keys() & new.keys())
+            if specs.for_key(k).summary and specs.for_key(k).direction != "none"]
+    lines = ["| metric | old | new | change (sd) | band | verdict |", "|---|---:|---:|---:|---:|---|"]
+    for key in keys:
+        c = change_of(key, old[key], new[key], specs, noise, gated)
+        label = specs.label(key.partition(":")[2])
+        lines.append(f"| `{key}` {label} | {fmt(c.old)} | {fmt(c.new)} | {_sds(c)} | {fmt(c.band)} | "
+                     f"{verdict(c, specs)} |")
+    return lines
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The report's call on one headline row: the top two families, and whether the noise rule separates them."""
+
+    first: str
+    second: str
+    separated: bool
+
+    def state(self) -> str:
+        return f"separated ({self.first} better)" if self.separated else "not separated"
+
+
+def decision(row: Row, specs: MetricSpecs) -> Decision | None:
+    """The row's leading pair and verdict (None with fewer than two families or no direction)."""
+    direction = specs(row.metric).direction
+    if len(row.values) < 2 or direction == "none":
+        return None
+    ranked = sorted(row.values, key=lambda f: (row.values[f], f), reverse=direction == "higher")  # ties: by name
+    first = row.best or ranked[0]
+    return Decision(first, next(f for f in ranked if f != first), row.best is not None)
+
+
+def per_family(metrics: Metrics) -> dict[str, dict[str, float]]:
+    """``{"vae.json:kid": v}`` -> ``{"vae": {"kid": v}}`` for the model families' files."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        file, _, name = key.partition(":")
+        family = file.removesuffix(".json")
+        if family in MODEL_CONFIGS and "." not in name:
+            out.setdefault(family, {})[name] = value
+    return out
+
+
+def decision_changes(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> list[str]:
+    """One line per headline row whose decision differs: the family best beyond noise, or none (a tie). A tie
+    that stays a tie between other families is no decision changing."""
+    before = {r.metric: r for r in comparison_rows(per_family(old), specs, noise) if headline(r, specs)}
+    lines = []
+    for row in comparison_rows(per_family(new), specs, noise):
+        if not headline(row, specs) or row.metric not in before:
+            continue
+        a, b = decision(before[row.metric], specs), decision(row, specs)
+        if a is None or b is None or before[row.metric].best == row.best:
+            continue
+        label = specs.label(row.metric)
+        if {a.first, a.second} == {b.first, b.second}:
+            lines.append(f"- {b.first} vs {b.second} on {label}: {a.state()} → {b.state()}")
+        else:
+            lines.append(f"- {label}: {a.first} vs {a.second} {a.state()} → {b.first} vs {b.second} {b.state()}")
+    return lines
+
+
+def _link(path: Path, base: Path, text: str) -> str:
+    return f"![{text}]({Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()})"
+
+
+def grid_table(reports: Path, baseline_reports: Path | None, out_dir: Path) -> list[str]:
+    lines = ["| family | old | new |", "|---|---|---|"]
+    for family in MODEL_CONFIGS:
+        new = reports / family / SAMPLE_GRID
+        old = baseline_reports / family / SAMPLE_GRID if baseline_reports is not None else None
+        if not new.is_file() and (old is None or not old.is_file()):
+            continue
+        cells = [_link(p, out_dir, f"{family} {when}") if p is not None and p.is_file() else "none"
+                 for p, when in ((old, "old"), (new, "new"))]
+        lines.append(f"| {family} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def markdown(old: Metrics | None, new: Metrics, result: Verdict | None, specs: MetricSpecs, noise: Noise,
+             baseline: str, reports: Path, baseline_reports: Path | None, out: Path) -> str:
+    """The comment's Markdown; ``out``: where it will be written (links are relative to its folder)."""
+    if old is None or result is None:
+        status = "no baseline to compare with (no committed metrics)"
+    elif result.regressions or result.unmeasured:
+        status = (f"**FAILED**: {len(result.regressions)} regression(s) beyond the measured noise band, "
+                  f"{len(result.unmeasured)} gated metric(s) without a measured spread")
+    else:
+        status = f"passed: {len(old.keys() & new.keys())} metrics compared, none regressed beyond its band"
+    parts = [f"## facegen metric gate: {status}", "",
+             f"Baseline: `{baseline}`. Bands and sds: `{noise.source}` (the gate's band rule, "
+             f"{result.gated if result else 0} gated metrics).", ""]
+    if old is not None and result is not None:
+        parts += ["### Headline metrics", "", *headline_table(old, new, specs, noise, result.gated), ""]
+        changed = decision_changes(old, new, specs, noise)
+        parts += ["### Decisions that changed", ""]
+        parts += changed or ["None: every headline comparison of the report reads as before."]
+        parts.append("")
+        if result.added or result.gone:
+            parts += [f"New metrics: {', '.join(result.added) or 'none'}; no longer produced: "
+                      f"{', '.join(result.gone) or 'none'}.", ""]
+    grids = grid_table(reports, baseline_reports, out.parent)
+    parts += ["### Sample grids", ""]
+    parts += grids if len(grids) > 2 else [f"No sample grid under {reports}/ (run `dvc repro`)."]
+    if baseline_reports is None:
+        parts += ["", f"(Old grids: pass `--baseline-reports`, e.g. from `dvc get . reports --rev {baseline} "
+                      "-o baseline-reports`; `dvc plots diff` compares every grid.)"]
+    return "\n".join(parts) + "\n"
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
@@ -185,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=Path, default=NOISE_FILE, help="measured run-to-run spread per metric")
     parser.add_argument("--skip", nargs="*", default=["summary.json"], help="metric files not to gate")
     parser.add_argument("--no-dvc", action="store_true", help="do not print `dvc metrics diff`")
+    parser.add_argument("--markdown", type=Path, metavar="FILE",
+                        help="also write a pull request comment: headline metrics, changed decisions, sample grids")
+    parser.add_argument("--reports-dir", type=Path, default=artifacts.REPORTS, help="new sample grids (default: %(default)s)")
+    parser.add_argument("--baseline-reports", type=Path, metavar="DIR",
+                        help="the baseline's reports/ folder, for the comment's old sample grids")
     args = parser.parse_args(argv)
     try:
         specs = load_specs(args.specs)
@@ -202,7 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     except FacegenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return gate(new, old, specs, noise)
+    code = gate(new, old, specs, noise)
+    if args.markdown is not None:
+        result = compare(old, new, specs, noise) if old is not None else None
+        baseline = str(args.baseline_dir) if args.baseline_dir is not None else args.baseline_rev
+        artifacts.write_text(args.markdown, markdown(old, new, result, specs, noise, baseline, args.reports_dir,
+                                                     args.baseline_reports, args.markdown))
+        print(f"wrote the review comment to {args.markdown}")
+    return code
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, float]:
     # The model's config is logged too, so evaluate runs of a sweep (e.g. over β) compare in the MLflow UI.
     logged = {"seed": params.seed, "evaluate": to_dict(params.evaluate), "model": to_dict(model.cfg)}
     with start_run("evaluate", family, logged, digest, params.tracking.experiment) as tracker:
+        tracker.log_dataset(artifacts.PREPARED, to_dict(params.data), context="evaluation")
         for capability, analysis in ANALYSES:
             if capability is None or capability in model.capabilities:
                 t0 = time.perf_counter()

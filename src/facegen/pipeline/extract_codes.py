@@ -34,6 +34,7 @@ def extract_codes(params: Params) -> dict[str, float]:
     metrics: dict[str, float] = {}
     digest = params_hash(model.cfg)
     with start_run("extract_codes", FAMILY, {"model": to_dict(model.cfg)}, digest, params.tracking.experiment) as tracker:
+        tracker.log_dataset(artifacts.PREPARED, to_dict(params.data), context="inference")
         for split in SPLITS:
             codes = split_codes(model, load_split(artifacts.PREPARED, split, params.data.attributes), rt, ENCODE_BATCH)
             save_codes(out, split, codes.numpy())
@@ -50,4 +51,5 @@ def extract_codes(params: Params) -> dict[str, float]:
         tracker.log_metrics(metrics)
         tracker.log_artifact(artifacts.CODE_USAGE)
         tracker.log_artifact(artifacts.CODES_META)
+        tracker.log_dataset(artifacts.CODES, {"data": to_dict(params.data), "codes": meta}, context="output")
     return metrics

@@ -51,6 +51,7 @@ def fit_prior(params: Params) -> tuple[FitResult, dict[str, float]]:
         logged = {"seed": params.seed, "prior": to_dict(cfg), "attributes": list(attrs), "codes": meta,
                   "num_parameters": sum(p.numel() for p in prior.parameters())}
         with s.tracked("fit_prior", prior.family, logged, params.seed, attrs, cfg, codes_digest) as run:
+            run.tracker.log_dataset(artifacts.CODES, {"data": to_dict(params.data), "codes": meta})
             result = run.fit(prior, train, val, cfg.train, artifacts.PRIOR_LOG, "prior.train")
             run.save(partial(save_prior, prior), artifacts.PRIOR_FILE, artifacts.PRIOR_LOG)
             metrics = nll(prior, test, cfg.train.batch_size, s.rt, 3 * meta["image_size"] ** 2)

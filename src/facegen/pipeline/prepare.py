@@ -35,4 +35,5 @@ def prepare_stage(params: Params) -> PrepareSummary:
         tracker.log_image(grid_array(torch.from_numpy(np.array(faces)).permute(0, 3, 1, 2).float() / 255),
                           "train_faces.png")
         tracker.log_artifact(artifacts.PREPARE_SUMMARY)
+        tracker.log_dataset(artifacts.PREPARED, to_dict(params.data), context="output")
     return summary

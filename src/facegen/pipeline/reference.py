@@ -33,6 +33,7 @@ def reference(params: Params) -> dict[str, float]:
     train, test = (load_split(artifacts.PREPARED, s, attrs) for s in ("train", "test"))
     logged = {"seed": params.seed, "evaluate": to_dict(cfg)}
     with start_run("reference", "real", logged, params_hash(params.seed, cfg), params.tracking.experiment) as tracker:
+        tracker.log_dataset(artifacts.PREPARED, to_dict(params.data), context="evaluation")
         f_test = inception_features(_first(test, cfg.inception_real, rt.device), device=rt.device)
         f_train = inception_features(_first(train, cfg.inception_samples, rt.device), device=rt.device)
         artifacts.write_npy(artifacts.REFERENCE_INCEPTION, f_test.numpy())

@@ -45,10 +45,12 @@ class TrainingRun:
                    on_epoch=on_epoch, dist=s.dist, params_key=params_key)
 
     def save(self, write: Callable[[Path], None], path: Path, *logs: Path) -> None:
-        """Rank 0 only: ``write(path)`` the trained weights, then log them (and ``logs``) to the run."""
+        """Rank 0 only: ``write(path)`` the trained weights, then log them (and ``logs``) to the run and
+        register them as a new version of ``facegen-<name>`` (alias ``current``: tracking.register_model)."""
         if self.session.dist.is_main:
             write(path)
             self.tracker.log_artifact(path, "model")
+            self.tracker.register_model("model")
             for log_file in logs:
                 self.tracker.log_artifact(log_file)
 

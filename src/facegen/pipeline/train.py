@@ -29,6 +29,7 @@ def train_family(params: Params, family: str) -> FitResult:
         logged = {"seed": params.seed, "data": to_dict(params.data), "model": to_dict(cfg),
                   "num_parameters": sum(p.numel() for p in model.parameters())}
         with s.tracked("train", family, logged, params.seed, params.data, cfg) as run:
+            run.tracker.log_dataset(artifacts.PREPARED, to_dict(params.data))
             result = run.fit(model, train, val, cfg.train, log_file, f"models.{family}.train")
             run.save(partial(save_model, model), model_file, log_file)
     return result

@@ -39,6 +39,7 @@ def train_classifier(params: Params) -> dict[str, float]:
         model = s.rt.prepare(AttributeClassifier(attrs, cfg, params.data.image_size))
         logged = {"seed": params.seed, "attributes": list(attrs), "classifier": to_dict(cfg)}
         with s.tracked("train_classifier", "classifier", logged, params.seed, params.data, cfg) as run:
+            run.tracker.log_dataset(artifacts.PREPARED, to_dict(params.data))
             run.fit(model, train, val, cfg.train, artifacts.CLASSIFIER_LOG, "classifier.train")
             metrics = attribute_accuracy(model, test, cfg.train.batch_size, s.rt)
             artifacts.write_json(metrics, artifacts.CLASSIFIER_METRICS)

@@ -7,6 +7,7 @@ Recipe (documented in docs and tested on a synthetic ``dvc exp show --json`` doc
     dvc exp show                              # the table, one row per experiment
     python -m facegen.reporting.sweep         # -> sweeps/beta_vae.json (commit it)
     dvc repro report                          # the report now has the rate–distortion / MIG-vs-β plot
+    python -m facegen.pipeline.sweep          # the grids of every β into one MLflow run, step = β
 
 ``sweeps/<family>.json`` is a small committed file (``points`` is empty until a sweep is
 collected) and a dependency of the ``report`` stage, so collecting a sweep re-renders the report.
@@ -51,7 +52,9 @@ def _lookup(tree: Any, dotted: str) -> Any:
 
 
 def sweep_points(exp_show: Any, family: str, param: str) -> list[dict[str, Any]]:
-    """``[{"value": β, "name": exp, "metrics": {...}}]`` sorted by value; the newest run per value wins."""
+    """``[{"value": β, "name": exp, "rev": commit, "metrics": {...}}]`` sorted by value; the newest run per
+    value wins. ``rev`` is the experiment's commit (``workspace`` for the workspace), where its outputs,
+    e.g. the grids ``python -m facegen.pipeline.sweep`` logs to MLflow, are read from."""
     latest: dict[float, tuple[str, dict[str, Any]]] = {}
     metrics_file = f"metrics/{family}.json"
     for state in _states(exp_show):
@@ -64,7 +67,7 @@ def sweep_points(exp_show: Any, family: str, param: str) -> list[dict[str, Any]]
         if value not in latest or stamp >= latest[value][0]:
             numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
             latest[float(value)] = (stamp, {"value": float(value), "name": state.get("name") or state["rev"][:7],
-                                            "metrics": numeric})
+                                            "rev": state["rev"], "metrics": numeric})
     return [latest[v][1] for v in sorted(latest)]
 
 
