@@ -223,7 +223,6 @@ class Explorer:
         if ENCODE not in model.capabilities:
             col.notes.append(f"{family} cannot encode faces: only its samples are shown")
             return col
-        x = to_tensor(list(starts.numpy()), self.rt.device)
         if EDIT in model.capabilities:
             try:
                 found = cached_attribute_directions(model, self.attributes, fargs, self.rt)
@@ -234,20 +233,21 @@ class Explorer:
             if missing := [a for a in self.attributes if a not in found]:
                 col.notes.append(f"no direction for {', '.join(missing)}")
             if col.directions:
-                col.scale = latent_scale(self._starts(model, x))
+                col.scale = latent_scale(self._starts(model, starts))
         if TRAVERSE in model.capabilities:  # ranked on the whole test split, as the report's traversal
             activity = dimension_activity(encode_split(model, self._test, self.args.batch_size, self.rt))
             order = torch.argsort(activity, descending=True)[:TRAVERSAL_DIMS]
             col.dims = [(int(d), float(activity[d])) for d in order]
         return col
 
-    def _starts(self, model: GenerativeModel, x: torch.Tensor) -> torch.Tensor:
-        """The start latents the evaluation measures the edit unit on: prior samples where directions are
-        boundaries fitted on prior samples, else the encoded test faces (``analyses._edit_setup``)."""
+    def _starts(self, model: GenerativeModel, faces: torch.Tensor) -> torch.Tensor:
+        """The start latents the evaluation measures the edit unit on (``analyses._edit_setup``), flat:
+        as many prior samples as ``faces`` (uint8 (N, S, S, 3)) where directions are boundaries fitted on
+        prior samples, else those faces encoded."""
         if model.edit_directions == "classifier_boundary":
-            return model.latent_prior(len(x), torch.Generator().manual_seed(self.args.seed)).flatten(1)
+            return model.latent_prior(len(faces), torch.Generator().manual_seed(self.args.seed)).flatten(1)
         with eval_mode(model), self.rt.autocast():
-            return model.encode(x).float().flatten(1)
+            return model.encode(to_tensor(list(faces.numpy()), self.rt.device)).float().flatten(1)
 
     # -- faces ------------------------------------------------------------------------------------
     def faces(self) -> list[dict[str, Any]]:
@@ -349,7 +349,7 @@ class Explorer:
         """dlib descriptor distances face -> each output: for photos (as ``facegen edit`` reports them)
         and for test faces of real-photo data; ``None`` for synthetic test faces (the descriptor was
         trained on real people: ``evaluation.identity``)."""
-        if face.photo is None and (face.id.startswith("test-") and self.identity_note is not None):
+        if face.photo is None and not face.id.startswith("upload-") and self.identity_note is not None:
             return [None] * len(outputs)
         from facegen.faces.align import face_mask
         from facegen.faces.photos import aligned_identity_distances, identity_distances
