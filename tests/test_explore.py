@@ -200,6 +200,52 @@ def test_uploads_are_refused_in_one_line(explorer, ws):
     assert set(explorer.encode(face.id)) == set(FAMILIES)
 
 
+def test_a_photo_upload_is_detected_aligned_and_gets_identity_distances(explorer):
+    """A real photo (scikit-image's astronaut): its face found and aligned as `facegen edit` does, and every
+    family's reconstruction scored by the face-descriptor distance, as `edit` reports it."""
+    from skimage import data
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=90)
+    face = explorer.add_upload(buf.getvalue(), "astronaut.jpg", aligned=False)
+    assert face.photo is not None and face.photo.faces[0].of == 1 and face.crop.shape == (SIZE, SIZE, 3)
+    assert explorer.add_upload(buf.getvalue(), "again.jpg", aligned=False) is face  # same bytes: same face
+    summary = explorer.encode(face.id)
+    assert all(0 < summary[f]["identity"] < 2 for f in FAMILIES)  # descriptor distances (same person < 0.6)
+    assert explorer.faces()[-1]["id"] == face.id
+
+
+@pytest.mark.slow  # an MLflow store: ~10 s of imports and schema set-up
+def test_untrained_families_and_models_from_mlflow_runs(ws, tmp_path):
+    """A family without a model is a column that says how to train it; --run-id's model replaces its family's."""
+    from facegen import tracking
+
+    models = tmp_path / "models"
+    shutil.copytree(ws / "models", models, ignore=shutil.ignore_patterns("dcgan", "beta_vae"))
+    with tracking.start_run("train", "vae", {"seed": 0}, "abc123") as tracker:
+        tracker.log_artifact(ws / "models" / "vae" / "model.pt", "model")
+    run_id = tracking.latest_run("train", "vae")["run_id"]
+    from facegen.explore.server import run_ids
+
+    assert run_ids(explore_args(ws, latest_runs=True)) == [run_id]  # --latest-runs: the newest per family
+    rt = setup_runtime(RuntimeConfig(device="cpu", precision="fp32", threads=2))
+    explorer = Explorer(explore_args(ws, models_dir=models), rt, [run_id])
+    cols = explorer.columns
+    assert cols["vae"].source == f"MLflow run {run_id}" and cols["vqvae"].source == str(models / "vqvae" / "model.pt")
+    assert cols["dcgan"].model is None
+    assert cols["dcgan"].problem == (f"dcgan is not trained yet ({models / 'dcgan' / 'model.pt'} is missing): "
+                                     "run `dvc repro train@dcgan`")
+    assert cols["dcgan"].describe() == {"family": "dcgan", "trained": False, "problem": cols["dcgan"].problem,
+                                        "source": "", "metrics": cols["dcgan"].metrics, "notes": []}
+    explorer.encode("test-0")
+    assert set(explorer.render("test-0", {"Male": 0.5})) == {"vae", "vqvae"}
+    from facegen.errors import FacegenError
+
+    with pytest.raises(FacegenError, match=f"MLflow runs {run_id} and {run_id} both hold a vae model"):
+        Explorer(explore_args(ws, models_dir=models), rt, [run_id, run_id])
+
+
 def test_inversion_progress_is_per_context():
     """Progress goes to the caller that asked for it, not to inversions in other threads."""
     g = torch.nn.Linear(2, 3)
