@@ -170,7 +170,7 @@ def test_interpolation_and_samples(explorer):
         assert strip.shape == (SIZE + 2, 5 * (SIZE + 1) + 1, 3)
     assert lin["vae"] != sph["vae"]
     grid = decoded(explorer.sample("vqvae", 8, 3, {"Smiling": 1.0}))
-    assert grid.shape == (SIZE + 2, 8 * (SIZE + 1) + 1, 3)
+    assert grid.shape == (2 * (SIZE + 1) + 1, 4 * (SIZE + 1) + 1, 3)  # 2 rows of 4
     assert explorer.sample("vae", 4, 3, {}) == explorer.sample("vae", 4, 3, {})
     from facegen.errors import FacegenError
 

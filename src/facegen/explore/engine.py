@@ -58,6 +58,7 @@ MAX_UPLOAD_BYTES = 50 * 2**20  # larger files are refused before decoding (a 12 
 MAX_UPLOADS = 32               # uploaded faces kept in memory (oldest dropped first)
 MAX_SAMPLES = 64               # most faces one sample button draws
 TRAVERSAL_DIMS = 4             # sliders per VAE-family column (EVAL.traversal_dims rows in the report)
+SAMPLE_COLUMNS = 4             # faces per row of a sample grid: a page column is ~4 faces wide
 
 
 @dataclass(frozen=True)
@@ -439,14 +440,13 @@ class Explorer:
         attrs = sample_conditions(model, conditions, args).to(self.rt.device) if conditions else None
         with eval_mode(model), self.rt.autocast():
             images = model.sample(n, torch.Generator().manual_seed(seed), attrs).float().clamp(0, 1).cpu()
-        return png(grid_array(images, nrow=min(n, 8), padding=1))
+        return png(grid_array(images, nrow=min(n, SAMPLE_COLUMNS), padding=1))
 
     def describe(self) -> dict[str, Any]:
         """Everything the page needs to lay itself out (JSON)."""
-        return {"attributes": list(self.attributes), "size": self.size, "identity_note": self.identity_note,
-                "columns": [c.describe() for c in self.columns.values()],
-                "traversal_range": EVAL.traversal_range, "interpolation_steps": EVAL.interpolation_steps,
-                "max_upload_mb": MAX_UPLOAD_BYTES // 2**20, "max_samples": MAX_SAMPLES}
+        return {"attributes": list(self.attributes), "identity_note": self.identity_note,
+                "columns": [c.describe() for c in self.columns.values()], "traversal_range": EVAL.traversal_range,
+                "max_upload_mb": MAX_UPLOAD_BYTES // 2**20}
 
 
 class _NoLaps:
