@@ -299,6 +299,11 @@ def test_headline_metrics_follow_the_report(ws):
 
 def test_host_and_port_errors(ws, tmp_path, capsys):
     from facegen import cli
+    from facegen.explore.server import is_loopback
+
+    # Anything but loopback gets the exposure warning.
+    assert all(map(is_loopback, ("127.0.0.1", "::1", "localhost", "127.0.0.2")))
+    assert not any(map(is_loopback, ("0.0.0.0", "::", "192.168.1.20", "example.org")))
 
     with socket_taken() as port:
         assert cli.main(["explore", "--port", str(port), "--models-dir", str(ws / "models")]) == 2

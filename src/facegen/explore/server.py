@@ -63,20 +63,21 @@ def serve(args: argparse.Namespace) -> None:
     if args.run_id and args.latest_runs:
         raise FacegenError("give --run-id or --latest-runs, not both")
     sock = bind(args.host, args.port)  # before loading: a taken port fails at once
-    explorer = Explorer(args, make_runtime(args.device), run_ids(args))
-    server = uvicorn.Server(uvicorn.Config(create_app(explorer), log_level="warning", access_log=False,
-                                           lifespan="off", timeout_graceful_shutdown=5))
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    if not is_loopback(args.host):
-        print(f"warning: --host {args.host} exposes the explorer to every machine that can reach this one: it has "
-              "no login, and photos uploaded to it are shown back to anyone who opens it", file=sys.stderr)
-    trained = [c.family for c in explorer.columns.values() if c.model is not None]
-    print(f"facegen explore: {', '.join(trained)} at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
     try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down gracefully on SIGINT, then re-raises it
-        pass
+        explorer = Explorer(args, make_runtime(args.device), run_ids(args))
+        server = uvicorn.Server(uvicorn.Config(create_app(explorer), log_level="warning", access_log=False,
+                                               lifespan="off", timeout_graceful_shutdown=5))
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        if not is_loopback(args.host):
+            print(f"warning: --host {args.host} exposes the explorer to every machine that can reach this one: it "
+                  "has no login, and photos uploaded to it are shown back to anyone who opens it", file=sys.stderr)
+        trained = [c.family for c in explorer.columns.values() if c.model is not None]
+        print(f"facegen explore: {', '.join(trained)} at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn shuts down gracefully on SIGINT, then re-raises it
+            pass
     finally:
         sock.close()
     print("facegen explore: stopped", flush=True)
