@@ -136,6 +136,12 @@ def table(merged: dict[str, Any]) -> str:
         rows.append(_ratio_row("Inception FID/KID features, img/s (299 px, fp32; reference: the pinned "
                                "TorchScript as loaded)", ours, theirs, None,
                                ratio=inception["contenders"][inception["shipped"]]["speedup_median"]))
+    if explore := res.get("explore"):
+        lat = explore["http_latency_ms"]
+        rows.append(f"| `facegen explore`: one slider move re-renders all {len(explore['families'])} columns, ms "
+                    f"(HTTP, 90th percentile; engine alone {_num(explore['render_ms_median']['engine'])}; "
+                    f"{explore['threads']} threads) | {_num(lat['p90'])} | — | — | ≤ {explore['target_ms']:.0f} | "
+                    f"{_check(explore['met'])} |")
     for name in ("pipeline_auto", "pipeline_fp32", "pipeline_auto_avx2"):
         if not (pipe := res.get(name)):
             continue

@@ -50,3 +50,12 @@ def test_avx2_kernel_runs_get_their_own_rows():
     assert _row(text, "VAE training step, img/s")[3:] == ["1.40×", "≥ 1.3×", "yes"]
     assert _row(text, "VAE training step on AVX2 kernels (`ONEDNN_MAX_CPU_ISA=AVX2`)")[3:] == ["1.10×", "≥ 1.3×", "**no**"]
     assert _row(text, "default `dvc repro` from scratch (`precision: auto` = fp32 on AVX2 kernels)")[4:] == ["≤ 15", "yes"]
+
+
+def test_explore_row_holds_the_slider_latency_against_300_ms():
+    explore = {"families": ["vae", "beta_vae", "dcgan", "vqvae"], "threads": 2, "target_ms": 300.0, "met": True,
+               "render_ms_median": {"engine": 41.5, "http": 52.0},
+               "http_latency_ms": {"median": 55.0, "p90": 80.25, "max": 120.0, "requests": 50}}
+    row = _row(table({"generated": "now", "results": {"explore": explore}}), "`facegen explore`")
+    assert "all 4 columns" in row[0] and "engine alone 41.5" in row[0]
+    assert row[1:] == ["80.2", "—", "—", "≤ 300", "yes"]

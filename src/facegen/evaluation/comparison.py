@@ -60,6 +60,12 @@ def interval(noise: Noise | None, family: str, metric: str, z: float = 2.0) -> f
     return None if spread is None else z * spread.sd
 
 
+def with_interval(value: float, noise: Noise | None, family: str, metric: str) -> str:
+    """``value`` as the report shows it: :func:`fmt`, then ``± interval`` where one was measured."""
+    half = interval(noise, family, metric)
+    return fmt(value) + (f" ± {half:.2g}" if half else "")  # an interval needs 2 digits, not 4
+
+
 @dataclass(frozen=True)
 class Section:
     """One question the report answers: its headline metrics (in table order) and its figure."""

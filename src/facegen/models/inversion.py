@@ -12,10 +12,28 @@ were done alone, at batch speed.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
+
+Progress = Callable[[int, int], None]  # (steps done, steps in all)
+# Who wants to hear about inversion steps in this thread (or task): set by `inversion_progress`, so
+# a caller that inverts through the family interface (``model.encode``) can show progress without
+# the interface growing a parameter. A ContextVar keeps concurrent callers (server threads) apart.
+_PROGRESS: ContextVar[Progress | None] = ContextVar("inversion_progress", default=None)
+
+
+@contextmanager
+def inversion_progress(report: Progress) -> Iterator[None]:
+    """Call ``report(done, total)`` after every optimisation step of :func:`invert` run in this context."""
+    token = _PROGRESS.set(report)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 @dataclass
@@ -42,12 +60,15 @@ def invert(generator: Callable[[torch.Tensor], torch.Tensor], targets: torch.Ten
         z = torch.randn(restarts * n, z_dim, generator=rng).to(targets.device).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr)
         trace = torch.empty(steps, restarts * n, device=targets.device)
+        report = _PROGRESS.get()
         for step in range(steps):
             opt.zero_grad(set_to_none=True)
             per_image = (generator(z).float() - target).pow(2).flatten(1).mean(1)
             per_image.sum().backward()
             opt.step()
             trace[step] = per_image.detach()
+            if report is not None:
+                report(step + 1, steps)
         with torch.no_grad():
             final = (generator(z).float() - target).pow(2).flatten(1).mean(1)
     # Row r * n + i is restart r of image i.

@@ -22,8 +22,8 @@ from pathlib import Path
 from facegen import artifacts
 from facegen.config import Params, params_hash
 from facegen.errors import FacegenError
-from facegen.evaluation.comparison import SECTIONS, Row, Section, analysis, comparison_rows, fmt, headline, interval, \
-    sentence, wins
+from facegen.evaluation.comparison import SECTIONS, Row, Section, analysis, comparison_rows, fmt, headline, \
+    sentence, wins, with_interval
 from facegen.evaluation.expectations import Verdict, judge_all
 from facegen.evaluation.metric_specs import MetricSpecs, load_specs
 from facegen.evaluation.noise import NOISE_FILE, Noise, load_noise
@@ -163,9 +163,7 @@ def _cell(row: Row, family: str, noise: Noise | None = None) -> tuple[str, bool]
     """The value (± its interval where one was measured) and whether it is the row's best."""
     if family not in row.values:
         return "–", False
-    half = interval(noise, family, row.metric)
-    text = fmt(row.values[family]) + (f" ± {half:.2g}" if half else "")  # an interval needs 2 digits, not 4
-    return text, row.best == family
+    return with_interval(row.values[family], noise, family, row.metric), row.best == family
 
 
 @dataclass
