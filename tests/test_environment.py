@@ -210,10 +210,32 @@ def test_sigterm_ends_a_command_like_ctrl_c(ws, tmp_path, monkeypatch, capsys):
         raise AssertionError("SIGTERM was not delivered")
 
     monkeypatch.setattr(cli, "cmd_sample", terminated)
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        assert run(ws, "sample", "--family", "vae", "--out", str(tmp_path / "s.png")) == 128 + signal.SIGTERM
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert run(ws, "sample", "--family", "vae", "--out", str(tmp_path / "s.png")) == 128 + signal.SIGTERM
     assert one_line_error(capsys) == "error: interrupted (SIGTERM)"
     assert not (tmp_path / "s.png").exists()
+    # the caller's handler is back: a test session (or a notebook) calling cli.main is not left raising
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _worker_sigterm_default(_: int) -> bool:
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_forked_workers_die_on_sigterm_while_their_parent_raises():
+    """A prepare worker that raised Terminated would run clean-up inherited mid-fork, which can hang
+    Pool.terminate() (seen in unit-suite runs): task_map's workers are forked with the default action,
+    also those terminated before they took a task."""
+    from facegen.data import task_map
+    from facegen.errors import interrupt_on_termination
+
+    with interrupt_on_termination():
+        raising = signal.getsignal(signal.SIGTERM)
+        assert raising is not signal.SIG_DFL
+        with task_map(2) as tasks:
+            assert all(tasks(_worker_sigterm_default, range(4)))
+        for _ in range(10):  # terminated at once, workers still starting: each exit must not hang
+            with task_map(2):
+                pass
+        assert signal.getsignal(signal.SIGTERM) is raising
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -531,14 +531,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command: 0, or 2 after one ``error:`` line (user mistake, or the system refused a file:
     read-only, full, size-limited), or 128 + the signal's number after Ctrl-C / SIGTERM / SIGHUP."""
     args = build_parser().parse_args(argv)
-    interrupt_on_termination()
     # matplotlib (imported later, for labelled figures) logs two warnings when $HOME cannot hold its
     # font cache and builds one in a temp folder: like facegen's caches, only an optimisation.
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
     with warnings.catch_warnings():  # one-line warnings for this command, the caller's formatting after
         warnings.showwarning = show_warning_one_line
         try:
-            args.run(args)
+            with interrupt_on_termination():
+                args.run(args)
         except FacegenError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

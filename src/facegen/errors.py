@@ -3,10 +3,12 @@
 Also how a command ends on the other things a user sees: an interrupt (Ctrl-C, SIGTERM, SIGHUP),
 an OSError of the machine, a warning.
 """
+import contextlib
 import errno
 import signal
 import sys
 import threading
+from typing import Iterator
 
 
 class FacegenError(Exception):
@@ -58,21 +60,53 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
     return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
-def interrupt_on_termination() -> None:
-    """Make SIGTERM and SIGHUP raise :class:`Terminated` (see there) in this process's main thread.
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def interrupt_on_termination() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise :class:`Terminated` (see there) in this process's main thread.
 
     Only where the signal still has its default action (a SIGHUP ignored by ``nohup`` stays ignored),
-    and only from the main thread, the one Python delivers signals to.
+    and only from the main thread, the one Python delivers signals to. The previous handlers come back
+    on leaving, so a caller in the same process (a test, a notebook calling ``cli.main``) keeps its own.
     """
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
+    installed = [signum for signum in TERMINATING if signal.getsignal(signum) is signal.SIG_DFL]
+    for signum in installed:
+        signal.signal(signum, _raise_terminated)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            signal.signal(signum, signal.SIG_DFL)
 
-    def terminated(signum: int, frame: object) -> None:
-        raise Terminated(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is signal.SIG_DFL:
-            signal.signal(signum, terminated)
+@contextlib.contextmanager
+def default_termination() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP have their default action again: fork worker processes here.
+
+    A worker inherits its parent's handlers; one that raised :class:`Terminated` would run the
+    interpreter's clean-up, inherited mid-fork (locks held by parent threads that do not exist in the
+    child), and can hang ``Pool.terminate()`` waiting for it. Resetting the handler in the worker
+    itself (a pool initializer) leaves a window: a worker terminated before it ran (seen in the unit
+    suite), so the parent forks with the default in place.
+    """
+    ours = ([signum for signum in TERMINATING if signal.getsignal(signum) is _raise_terminated]
+            if threading.current_thread() is threading.main_thread() else [])
+    for signum in ours:
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum in ours:
+            signal.signal(signum, _raise_terminated)
 
 
 def os_error_message(err: OSError) -> str:

@@ -6,6 +6,8 @@ import multiprocessing as mp
 import sys
 from typing import Any, Callable, Iterable, Iterator
 
+from facegen.errors import default_termination
+
 TaskMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]
 
 
@@ -21,5 +23,8 @@ def task_map(workers: int) -> Iterator[TaskMap]:
     if workers <= 1:
         yield map
         return
-    with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers) as pool:
+    context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    with default_termination():  # the workers are forked here, and terminate() must end them
+        pool = context.Pool(workers)
+    with pool:
         yield pool.imap

@@ -29,10 +29,10 @@ def stage_main(description: str, body: Callable[[Params, argparse.Namespace], No
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.showwarning = show_warning_one_line
-    interrupt_on_termination()
     try:
-        params = load_params(args.params)
-        body(params, args)
+        with interrupt_on_termination():
+            params = load_params(args.params)
+            body(params, args)
     except FacegenError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
