@@ -52,6 +52,31 @@ class FixedDecoder(nn.Module):
     def importance_samples(self, x, k, generator, with_log_ratio=True):
         return [(self.fn(x), torch.zeros(len(x)) if with_log_ratio else None)]
 
+    def decoder_log_scale(self):
+        return None  # trained on nothing: the likelihood fits σ on validation
+
+
+class GaussianPosterior(nn.Module):
+    """q(z|x) = N(m, s²) in ``dims`` dimensions for every image, p(z) = N(0, I), decoder mean = x:
+    the rate E_q[log q − log p] is KL = ½ Σ (s² + m² − 1 − log s²), known in closed form."""
+
+    def __init__(self, m: float, s: float, dims: int) -> None:
+        super().__init__()
+        self.m, self.s, self.dims = m, s, dims
+
+    def kl_nats(self) -> float:
+        return 0.5 * self.dims * (self.s ** 2 + self.m ** 2 - 1 - 2 * math.log(self.s))
+
+    def importance_samples(self, x, k, generator, with_log_ratio=True):
+        for _ in range(k):
+            eps = torch.randn(len(x), self.dims, generator=generator)
+            z = self.m + self.s * eps
+            log_ratio = (-0.5 * z.pow(2)).sum(1) - (-0.5 * eps.pow(2) - math.log(self.s)).sum(1)
+            yield x, log_ratio if with_log_ratio else None
+
+    def decoder_log_scale(self):
+        return torch.tensor(math.log(0.01))
+
 
 def blur(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
@@ -129,6 +154,17 @@ def test_oracle_decoder_beats_blurred_decoder_and_calibration_beats_the_old_fixe
     assert fixed > 8.0  # ...which the old fixed σ² = 1/2 never was
     assert blurred["nll_bits_per_dim"] < fixed - 3.0
     assert blurred["elbo_nats"] == pytest.approx(-blurred["nll_bits_per_dim"] * test[0].numel() * math.log(2))
+
+
+def test_rate_is_the_known_kl_in_bits_and_the_trained_sigma_is_scored():
+    val, test = images(make_split(8, seed=1)), images(make_split(64, seed=2))
+    model = GaussianPosterior(m=0.5, s=0.3, dims=6)
+    m = likelihood_metrics(model, val, test, 256, torch.Generator().manual_seed(0), 32)
+    assert m["rate_bits"] == pytest.approx(model.kl_nats() / math.log(2), rel=0.02)
+    assert m["rate_bits"] == pytest.approx(m["kl_bits_per_dim"] * test[0].numel())
+    assert m["decoder_sigma"] == pytest.approx(0.01)  # the model's σ, not one fitted on validation (≈ 0 here)
+    oracle = likelihood_metrics(FixedDecoder(lambda x: x), val, test, 4, torch.Generator().manual_seed(0), 32)
+    assert oracle["rate_bits"] == 0
 
 
 # -- VAE: the IWAE bound with the calibrated decoder ------------------------------------------------

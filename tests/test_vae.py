@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from facegen.models import build
+from facegen.models.vae import DecoderScale
 from facegen.data.dataset import Batch
 from facegen.runtime import seed_everything
 from facegen.models.checkpoint import load_model, save_model
@@ -145,3 +147,69 @@ def test_onecycle_warms_up_then_anneals(tiny_vae_cfg):
     assert lrs[0] < tcfg.lr / 20 and lrs[-1] < tcfg.lr / 100
     assert opts["adam"].param_groups[0]["betas"] == (0.9, 0.999)  # momentum not cycled
     assert lr_schedulers(opts, tiny_vae_cfg.train, 50) == {}  # constant: no scheduler
+
+
+def _residuals(rms: tuple[float, ...], n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and decoder means whose per-channel residual RMS is ``rms`` (one value: all channels)."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.rand(n, 3, 8, 8, generator=g)
+    noise = torch.randn(n, 3, 8, 8, generator=g)
+    noise = noise / noise.pow(2).mean((0, 2, 3), keepdim=True).sqrt()
+    return mean + noise * torch.tensor(rms).view(1, -1, 1, 1), mean
+
+
+def test_learned_sigma_converges_to_the_residual_rms():
+    x, mean = _residuals((0.05,))
+    scale = DecoderScale("learned", 1)
+    opt = torch.optim.Adam(scale.parameters(), lr=0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        scale.nll(x, mean).mean().backward()
+        opt.step()
+    assert float(scale.current().detach().exp()) == pytest.approx(0.05, rel=0.01)
+
+
+def test_optimal_sigma_is_the_batch_rms_and_its_running_value_is_what_evaluation_scores():
+    x, mean = _residuals((0.02, 0.05, 0.1))
+    scale = DecoderScale("optimal", 3).train()
+    for _ in range(200):  # the running σ forgets its start (σ = 1) at 0.9 per batch
+        scale.nll(x, mean)
+    assert torch.allclose(scale.current().exp(), torch.tensor([0.02, 0.05, 0.1]), rtol=1e-3)
+    frozen = scale.current().clone()
+    scale.eval()
+    scale.nll(x + 0.3, mean)  # evaluation never moves σ
+    assert torch.equal(scale.current(), frozen)
+    # at σ = the RMS, the Gaussian NLL per dimension is log σ + ½ log 2πe
+    shared = DecoderScale("optimal", 1).train()
+    x1, mean1 = _residuals((0.05,))
+    nll = shared.nll(x1, mean1).mean() / x1[0].numel()
+    assert float(nll) == pytest.approx(math.log(0.05) + 0.5 * math.log(2 * math.pi * math.e), abs=1e-4)
+
+
+def test_mse_decoder_is_the_notebooks_summed_squared_error_plus_a_constant():
+    x, mean = _residuals((0.1,), n=4)
+    nll = DecoderScale("mse", 1).nll(x, mean)
+    sse = (x - mean).pow(2).flatten(1).sum(1)
+    assert torch.allclose(nll, sse + 0.5 * x[0].numel() * math.log(math.pi), rtol=1e-5)
+
+
+def test_calibrated_vae_scores_its_trained_sigma_and_the_mse_option_does_not(tiny_vae_cfg):
+    from facegen.evaluation.likelihood import likelihood_metrics
+
+    torch.manual_seed(0)
+    x = make_split(64).images.permute(0, 3, 1, 2).float() / 255
+    for sigma in ("optimal", "learned", "mse"):
+        model = build("vae", dataclasses.replace(tiny_vae_cfg, sigma=sigma), 16)
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for i in range(30):
+            out = model.losses(Batch(x[i % 4 * 16:(i % 4 + 1) * 16], torch.zeros(16, 0)))
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+        m = likelihood_metrics(model, x[:16], x[16:32], 2, torch.Generator().manual_seed(0), 16)
+        trained = model.decoder_log_scale()
+        if sigma == "mse":
+            assert trained is None and m["decoder_sigma"] < 0.5  # fitted on validation, not √½
+        else:
+            assert m["decoder_sigma"] == pytest.approx(float(trained.exp()))

@@ -126,11 +126,19 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """VAE and β-VAE: one architecture, β only weights the KL term (β=1 is the plain VAE)."""
+    """VAE and β-VAE: one architecture, β only weights the KL term (β=1 is the plain VAE).
+
+    ``sigma`` is the Gaussian decoder's scale (models/vae.py): ``optimal`` (σ² = the batch's MSE,
+    Rybkin et al. 2021) or ``learned`` (a parameter) make the loss a calibrated ELBO, so β is the
+    β-VAE paper's; ``mse`` is the notebook's summed MSE, a fixed σ² = ½, where the β that weighs a
+    calibrated likelihood is β_eff = β / (2σ²). ``sigma_per_channel``: one σ per RGB channel.
+    """
 
     latent_dim: int = field(default=128, metadata=rng(ge=1))
     widths: tuple[int, ...] = field(default=(32, 64, 128, 256), metadata=rng(ge=1))
     beta: float = field(default=1.0, metadata=rng(ge=0))
+    sigma: Literal["optimal", "learned", "mse"] = "optimal"
+    sigma_per_channel: bool = False
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self) -> None:

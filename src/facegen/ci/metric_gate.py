@@ -96,6 +96,7 @@ def read_git(rev: str, directory: Path, skip: set[str]) -> Metrics | None:
 class Verdict:
     regressions: list[Change]  # gated, beyond the band (or non-finite where a number was)
     unmeasured: list[Change]   # gated, but no measured spread to judge by
+    stale: list[Change]        # gated, but the noise file marks its family's spread stale (Noise.stale)
     changes: list[Change]      # everything else that moved
     added: list[str]
     gone: list[str]
@@ -122,17 +123,20 @@ def regressed(change: Change, specs: MetricSpecs) -> bool:
 
 
 def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> Verdict:
-    regressions, unmeasured, changes = [], [], []
+    regressions, unmeasured, stale, changes = [], [], [], []
     m = gated_count(old, new, specs, noise)
     for key in sorted(old.keys() & new.keys()):
         change = change_of(key, old[key], new[key], specs, noise, m)
-        if regressed(change, specs):
+        if specs.for_key(key).gate and noise.stale_reason(key):
+            stale.append(change)
+        elif regressed(change, specs):
             regressions.append(change)
         elif specs.for_key(key).gate and math.isnan(change.band):
             unmeasured.append(change)
         elif change.old != change.new:
             changes.append(change)
-    return Verdict(regressions, unmeasured, changes, sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys()), m)
+    return Verdict(regressions, unmeasured, stale, changes, sorted(new.keys() - old.keys()),
+                   sorted(old.keys() - new.keys()), m)
 
 
 def table(rows: list[Change]) -> str:
@@ -171,6 +175,9 @@ def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise) ->
         print(f"new metrics (not gated): {', '.join(v.added)}\n")
     if v.gone:
         print(f"metrics no longer produced (not gated): {', '.join(v.gone)}\n")
+    for file in sorted({c.key.partition(":")[0] for c in v.stale}):
+        print(f"not gated ({sum(c.key.startswith(file + ':') for c in v.stale)} metrics of {file}): "
+              f"{noise.stale_reason(file + ':')}\n")
     failed = False
     if v.unmeasured:
         print(f"METRIC GATE FAILED: {len(v.unmeasured)} gated metric(s) without a measured spread in {noise.source} "

@@ -7,6 +7,7 @@ and returns flat metrics. None looks at the family name: what runs is decided by
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -226,9 +227,13 @@ def attribute_edits(ctx: EvalContext) -> dict[str, float]:
 
 
 def codebook_usage(ctx: EvalContext) -> dict[str, float]:
-    """Test-split code usage of a quantised family (perplexity, codes used) and its histogram."""
+    """Test-split code usage of a quantised family (perplexity, codes used) and its histogram, and
+    ``rate_raw_bits``: positions × log2 K, what the code maps cost without a prior (the likelihood
+    analysis's ``rate_bits`` is their cost under the prior)."""
     num_codes = ctx.model.cfg.num_embeddings
-    counts, stats = usage_stats(split_codes(ctx.model, ctx.test, ctx.rt, ctx.cfg.batch_size), num_codes)
+    codes = split_codes(ctx.model, ctx.test, ctx.rt, ctx.cfg.batch_size)
+    counts, stats = usage_stats(codes, num_codes)
+    stats["rate_raw_bits"] = codes[0].numel() * math.log2(num_codes)
     plot_code_usage(counts, ctx.out_dir / "codebook_usage.png",
                     f"{ctx.family} test code usage: {stats['codes_used']:.0f}/{num_codes} codes, "
                     f"perplexity {stats['perplexity']:.1f}")

@@ -5,10 +5,11 @@ Data are 8-bit images scaled to ``k/255`` in [0, 1], so a model of them must put
 comparable across families and with the uniform model's 8.0 bits/dim.
 
 * Decoder likelihood: a Gaussian around the decoder mean, discretised onto the 256 levels
-  (``discretized_gaussian_log_likelihood``), with one global scale σ fitted on the **validation**
-  split at evaluation time (``calibrate_sigma``). Training minimised summed MSE, which fixes the
-  mean but says nothing about σ; a fixed σ² = 1/2 (what that MSE is the log-density of) scored every
-  model worse than uniform.
+  (``discretized_gaussian_log_likelihood``), with the σ the model **trained** (``decoder_log_scale``:
+  the VAEs' calibrated σ-VAE decoders), so the row scores the decoder that was optimised. A model
+  trained on plain MSE has no calibrated σ (the VQ-VAE; a VAE with ``sigma: mse``, whose σ² = ½
+  scored every model worse than uniform): for it one global σ is fitted on the **validation** split
+  at evaluation time (``calibrate_sigma``).
 * Latent variables: the importance-weighted bound (IWAE, Burda et al. 2016) with k draws from the
   encoder; ``iwae_bits_per_dim`` turns the (N, k) log-weights into bits/dim, and the same weights
   give the ELBO (their mean; k = 1 is the plain ELBO).
@@ -45,6 +46,10 @@ class ImportanceSampled(Protocol):
         (N, C, H, W) in [0, 1] and log p(z) − log q(z|x) in nats (N,), or None when not
         ``with_log_ratio`` (σ calibration needs only the means; a VQ-VAE's prior term is costly).
         A model whose q is a point mass gives one draw whatever k (one draw is then exact)."""
+        ...
+
+    def decoder_log_scale(self) -> torch.Tensor | None:
+        """log σ of the decoder as trained (broadcastable to the images), or None if not calibrated."""
         ...
 
 
@@ -162,7 +167,8 @@ def _decoder_means(model: ImportanceSampled, images: torch.Tensor, generator: to
 
 def likelihood_metrics(model: ImportanceSampled, val_images: torch.Tensor, test_images: torch.Tensor, k: int,
                        generator: torch.Generator, batch_size: int) -> dict[str, float]:
-    """Test likelihood of any model with ``importance_samples``, σ calibrated on validation images.
+    """Test likelihood of any model with ``importance_samples``, under its trained decoder σ (or one
+    calibrated on validation images where it trained none).
 
     ``val_images`` / ``test_images``: (N, C, H, W) 8-bit images in [0, 1], on the model's device;
     ``k`` draws per test image; ``generator`` drives the draws (validation first, then test). Run it
@@ -172,18 +178,26 @@ def likelihood_metrics(model: ImportanceSampled, val_images: torch.Tensor, test_
     * ``elbo_nats``: ELBO per image in nats, from the same draws;
     * ``decoder_nll_bits_per_dim`` + ``kl_bits_per_dim`` = −ELBO in bits/dim: E_q[−log p(x|z)] and
       E_q[log q(z|x) − log p(z)] (for a VQ-VAE the latter is −log P(codes) under the prior);
-    * ``decoder_sigma``: the σ fitted on the validation images, [0, 1] pixel units;
+    * ``rate_bits``: E_q[log q(z|x) − log p(z)] / ln 2 per image, the bits the latent carries
+      about a face (the rate of Alemi et al. 2018, "Fixing a Broken ELBO"): for a VAE the KL of its
+      posterior (estimated from the same k draws), for a VQ-VAE −log2 P(codes) under its prior —
+      what an entropy coder driven by the prior would spend. ``kl_bits_per_dim`` is it divided by D;
+    * ``decoder_sigma``: the decoder's σ in [0, 1] pixel units (geometric mean over channels): the
+      trained one (``model.decoder_log_scale()``), else fitted on ``val_images``;
     * ``iwae_k``: how many draws the model gave per image (1 for a point-mass posterior).
     """
     dims = test_images[0].numel()
     with eval_mode(model):  # type: ignore[arg-type]
-        sigma = calibrate_sigma(val_images, _decoder_means(model, val_images, generator, batch_size))
+        trained = model.decoder_log_scale()
+        log_sigma = (trained.to(test_images.device, torch.float64) if trained is not None else
+                     torch.tensor(math.log(calibrate_sigma(val_images, _decoder_means(model, val_images, generator,
+                                                                                      batch_size)))))
         log_px, log_ratio = [], []  # per batch: (n, draws) nats
         for i in range(0, len(test_images), batch_size):
             x = test_images[i:i + batch_size]
             px, ratio = [], []
             for mean, r in model.importance_samples(x, k, generator):  # one decoded draw in memory at a time
-                px.append(discretized_gaussian_log_likelihood(x, mean.float(), math.log(sigma)))
+                px.append(discretized_gaussian_log_likelihood(x, mean.float(), log_sigma))
                 ratio.append(r.double())
             log_px.append(torch.stack(px, 1))
             log_ratio.append(torch.stack(ratio, 1))
@@ -193,7 +207,8 @@ def likelihood_metrics(model: ImportanceSampled, val_images: torch.Tensor, test_
             "elbo_nats": float(elbo_nats(log_w).mean()),
             "decoder_nll_bits_per_dim": float(bits_per_dim(rec.mean(), dims)),
             "kl_bits_per_dim": float(bits_per_dim(lat.mean(), dims)),
-            "decoder_sigma": sigma,
+            "rate_bits": float(-lat.mean() / math.log(2)),
+            "decoder_sigma": float(log_sigma.double().mean().exp()),
             "iwae_k": float(log_w.shape[1])}
 
 

@@ -127,20 +127,32 @@ def summarise(runs: list[Mapping[str, Mapping[str, float]]], skip: frozenset[str
 
 
 class Noise:
-    """The committed noise file: ``spread("vae.json:recon_mse")``."""
+    """The committed noise file: ``spread("vae.json:recon_mse")``.
 
-    def __init__(self, spreads: dict[str, Spread], source: str = str(NOISE_FILE)) -> None:
+    ``stale`` maps a metric file (``"vae.json"``) to why its measured spreads no longer describe
+    the committed models (e.g. the family's objective changed since the runs): its metrics then
+    have no measured spread until the noise is re-measured, and the gate reports them ungated with
+    that reason instead of failing on a band measured for other models."""
+
+    def __init__(self, spreads: dict[str, Spread], source: str = str(NOISE_FILE),
+                 stale: dict[str, str] | None = None) -> None:
         self.spreads = spreads
         self.source = source
+        self.stale = stale or {}
 
     def spread(self, key: str) -> Spread | None:
         return self.spreads.get(key)
 
+    def stale_reason(self, key: str) -> str | None:
+        """Why ``key``'s file has no current spread (see the class docstring), else None."""
+        return self.stale.get(key.partition(":")[0])
+
     def measured(self, key: str) -> Spread | None:
-        """The spread of ``key`` if it was measured over at least MIN_RUNS runs, else None: the one
-        test of "is there a measured noise for this number", shared by the gate and the report."""
+        """The spread of ``key`` if it was measured over at least MIN_RUNS runs on the models now
+        committed, else None: the one test of "is there a measured noise for this number", shared
+        by the gate and the report."""
         spread = self.spreads.get(key)
-        return spread if spread is not None and spread.n >= MIN_RUNS else None
+        return spread if spread is not None and spread.n >= MIN_RUNS and not self.stale_reason(key) else None
 
 
 def load_noise(path: Path = NOISE_FILE) -> Noise:
@@ -150,7 +162,8 @@ def load_noise(path: Path = NOISE_FILE) -> Noise:
         doc = json.loads(path.read_text())
         spreads = {key: Spread(float(v["mean"]), float(v["sd"]), float(v["min"]), float(v["max"]), int(v["n"]))
                    for key, v in doc["metrics"].items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        stale = {str(k): str(v) for k, v in doc.get("stale", {}).items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise ConfigError(f"{path} is not a noise file written by benchmarks.bench_noise ({err}): "
                           "rerun `python -m benchmarks.bench_noise`") from None
-    return Noise(spreads, str(path))
+    return Noise(spreads, str(path), stale)

@@ -112,3 +112,8 @@ class GenerativeModel(nn.Module, ABC):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    def decoder_log_scale(self) -> torch.Tensor | None:
+        """log σ of a Gaussian decoder p(x|z) trained as a likelihood, broadcastable to (N, C, H, W);
+        None where training fixed no calibrated σ (evaluation then fits one on validation)."""
+        return None
+
