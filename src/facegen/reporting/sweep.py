@@ -23,10 +23,10 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
-from facegen.artifacts import write_text
-from facegen.errors import FacegenError
 from matplotlib.ticker import FuncFormatter
 
+from facegen.artifacts import write_text
+from facegen.errors import FacegenError
 from facegen.reporting.grids import plt, save_figure
 
 SWEEPS = Path("sweeps")
