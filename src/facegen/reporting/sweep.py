@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -167,5 +168,6 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except FacegenError as err:
-        raise SystemExit(f"error: {err}") from None
+    except FacegenError as err:  # one line, exit 2, like every facegen user error (docs/errors.md)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
