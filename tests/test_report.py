@@ -9,16 +9,18 @@ import pytest
 import torch
 
 from facegen import artifacts
+from facegen.errors import FacegenError
 from facegen.evaluation.metric_specs import load_specs
 from facegen.evaluation.noise import NOISE_FILE, Noise, Spread, summarise
 from facegen.config import EvaluateConfig
 from facegen.evaluation.analyses import side_by_side_rows
-from facegen.evaluation.comparison import analysis, comparison_rows, wins
+from facegen.evaluation.comparison import FID_MIN_SAMPLES, analysis, answer, comparison_rows, headline, wins
 from facegen.evaluation.context import EvalContext
 from facegen.models import build as build_model
 from facegen.pipeline.report import SUMMARY, build, comparison_figures, write_report
 from facegen.reporting.grids import grid_array, load_strip, save_grid, save_strip
-from facegen.reporting.sweep import plot_sweep, sweep_points
+from facegen.reporting.rate_distortion import plot_rate_distortion
+from facegen.reporting.sweep import main as collect_sweeps, plot_sweep, sweep_points
 from tests.conftest import make_split
 
 SPECS = load_specs(Path(__file__).resolve().parents[1] / "metrics_tolerances.yaml")
@@ -116,7 +118,7 @@ def test_report_is_one_section_per_question_with_intervals_floors_and_ties(outpu
     page = artifacts.INDEX.read_text()
     for title in ("Reconstruction", "Sample realism", "Disentanglement", "Cost", "Appendix: every metric"):
         assert f">{title}</h2>" in page, title
-    assert "<th>real vs real</th>" in page and "<td class='num ref'>0.4</td>" in page
+    assert "<th>real vs real (same n)</th>" in page and "<td class='num ref'>0.4</td>" in page
     assert "3 ± 0.06" in page  # vae's FID 3.0 with 2 sd of its measured 1 % spread
     md = artifacts.MARKDOWN.read_text()
     assert md.index("## Reconstruction") < md.index("## Sample realism") < md.index("## Appendix: every metric")
@@ -174,8 +176,110 @@ def test_sweep_points_from_dvc_exp_show_and_plot(tmp_path):
     assert points[0]["metrics"]["test_kl"] == 40.0 and points[0]["name"] == "exp-1"
     assert [p["rev"] for p in points] == ["1aaaaaaa", "2aaaaaaa", "workspace", "8aaaaaaa"]
     sweep = {"family": "beta_vae", "param": "models.beta_vae.beta", "points": points}
-    assert plot_sweep(sweep, tmp_path / "sweep.png").is_file()
+    assert plot_sweep(sweep, tmp_path / "sweep.png", ("vae", 1.0, {"mig": 0.1})).is_file()
     assert plot_sweep({**sweep, "points": points[:1]}, tmp_path / "one.png") is None
+
+
+def test_sweep_cli_collects_beta_vae_and_vqvae_in_one_go(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    vq = [{"rev": f"k{k}", "name": f"k-{k}", "experiments": None,
+           "data": {"rev": f"k{k}", "timestamp": "2026-01-05T00:00:00",
+                    "params": {"params.yaml": {"data": {"models": {"vqvae": {"num_embeddings": k}}}}},
+                    "metrics": {"metrics/vqvae.json": {"data": {"rate_bits": 2.0 * k, "recon_psnr": 25.0}}}}}
+          for k in (32, 512)]
+    (tmp_path / "exp.json").write_text(json.dumps(EXP_SHOW + vq))
+    collect_sweeps(["--exp-show", "exp.json"])  # default: both families, each with its swept parameter
+    beta, vqvae = (json.loads((tmp_path / "sweeps" / f"{f}.json").read_text()) for f in ("beta_vae", "vqvae"))
+    assert beta["param"] == "models.beta_vae.beta" and [p["value"] for p in beta["points"]] == [1, 2, 4, 8]
+    assert vqvae == {"family": "vqvae", "param": "models.vqvae.num_embeddings", "points": [
+        {"value": 32.0, "name": "k-32", "rev": "k32", "metrics": {"rate_bits": 64.0, "recon_psnr": 25.0}},
+        {"value": 512.0, "name": "k-512", "rev": "k512", "metrics": {"rate_bits": 1024.0, "recon_psnr": 25.0}}]}
+    with pytest.raises(FacegenError, match="--param: 1 key"):
+        collect_sweeps(["--exp-show", "exp.json", "--family", "vae", "dcgan", "--param", "models.vae.beta"])
+    with pytest.raises(FacegenError, match="--family vae: no default swept parameter"):
+        collect_sweeps(["--exp-show", "exp.json", "--family", "vae"])
+
+
+# Fixture metrics with the rates of the committed default run (issue 26): bits per test image.
+RATED = {
+    "vae": {"rate_bits": 29.7, "recon_psnr": 25.02, "kid_inception": 0.2156, "edit_success_at_pres90_mean": 0.41,
+            "num_parameters": 1.5e6, "inception_n_fake": 256.0, "inception_n_real": 500.0},
+    "beta_vae": {"rate_bits": 6.5, "recon_psnr": 20.84, "kid_inception": 0.2375, "edit_success_at_pres90_mean": 0.27,
+                 "num_parameters": 1.5e6, "inception_n_fake": 256.0, "inception_n_real": 500.0},
+    "vqvae": {"rate_bits": 930.0, "rate_raw_bits": 2304.0, "recon_psnr": 28.48, "kid_inception": 0.1953,
+              "edit_success_at_pres90_mean": 0.81, "num_parameters": 2.3e5, "inception_n_fake": 256.0,
+              "inception_n_real": 500.0},
+    "dcgan": {"recon_psnr": 23.2, "kid_inception": 0.1794, "edit_success_at_pres90_mean": 0.64,
+              "num_parameters": 2.4e6, "inception_n_fake": 256.0, "inception_n_real": 500.0},
+}
+BETA_SWEEP = {"family": "beta_vae", "param": "models.beta_vae.beta", "points": [
+    {"value": b, "name": f"b{b}", "rev": "r", "metrics": {"rate_bits": 60.0 / b, "recon_psnr": 27.0 - b / 4,
+                                                       "kid_inception": 0.2 + b / 100}} for b in (0.5, 1, 2, 4, 8)]}
+VQ_SWEEP = {"family": "vqvae", "param": "models.vqvae.num_embeddings", "points": [
+    {"value": k, "name": f"k{k}", "rev": "r", "metrics": {"rate_bits": r, "recon_psnr": p, "kid_inception": 0.2}}
+    for k, r, p in ((32, 500.0, 26.5), (512, 930.0, 28.48))]}
+
+
+def test_rate_distortion_figure_with_and_without_sweeps_and_a_family_without_rate(tmp_path):
+    from PIL import Image
+    with_sweeps = plot_rate_distortion(RATED, [BETA_SWEEP, VQ_SWEEP, {**VQ_SWEEP, "points": []}],
+                                       tmp_path / "rd.png", kid_floor=-0.0001)
+    alone = plot_rate_distortion(RATED, [], tmp_path / "alone.png")  # dcgan has no rate: drawn as "no encoder"
+    for path in (with_sweeps, alone):
+        w, h = Image.open(path).size
+        assert (w, h) == (1080, 414) and path.stat().st_size > 20_000
+    unrated = {fam: {k: v for k, v in m.items() if not k.startswith("rate")} for fam, m in RATED.items()}
+    assert plot_rate_distortion(unrated, [], tmp_path / "none.png") is None  # nothing has a rate: no figure
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_first_screen_sentences_are_computed_from_the_metrics():
+    lines = answer(RATED, SPECS, None, {"kid_inception": -0.0001, "inception_n_fake": 256.0, "inception_n_real": 500.0})
+    text = " ".join(lines)
+    assert lines[0].startswith("**Rate**") and "beta_vae 6.5, vae 29.7, vqvae 930 (2304 raw" in lines[0]
+    assert "dcgan: no encoder, so no rate" in lines[0]
+    assert ("**For reconstruction use vqvae**: Reconstruction PSNR (dB, mean per image) vqvae 28.48 vs vae 25.02 "
+            "(+3.5 dB); vqvae's latent carries 31.3× vae's bits (930 vs 29.7 bits/image)") in text
+    assert "**For edits use vqvae**" in text and "vqvae 0.81 vs dcgan 0.64; vqvae's latent carries 930 bits/image; " \
+        "dcgan has no encoder rate" in text
+    assert "**For samples use dcgan**" in text and "real vs real -0.0001 at the same n (256 vs 500 faces)" in text
+    assert "vqvae 0.23 M parameters" in text
+    halved = {**RATED, "vqvae": {**RATED["vqvae"], "rate_bits": 14.85}}  # now half the VAE's bits
+    assert "vqvae's latent carries 2.0× fewer vae's bits (14.85 vs 29.7 bits/image)" in " ".join(answer(halved, SPECS))
+    # within the measured noise nobody is recommended
+    noise = Noise({f"{f}.json:kid_inception": Spread(m["kid_inception"], 0.05, 0.1, 0.3, 4) for f, m in RATED.items()})
+    assert "**For samples** no family is ahead beyond run-to-run noise" in " ".join(answer(RATED, SPECS, noise))
+
+
+def test_inception_fid_is_a_headline_only_from_2048_samples():
+    def fid_row(n: float):
+        metrics = {f: {"fid_inception": v, "inception_n_fake": n} for f, v in (("a", 200.0), ("b", 230.0))}
+        return next(r for r in comparison_rows(metrics, SPECS) if r.metric == "fid_inception")
+    small, large = fid_row(FID_MIN_SAMPLES - 1), fid_row(FID_MIN_SAMPLES)
+    assert "biased toward less diverse samples" in small.detail and "n = 2047" in small.detail
+    assert not headline(small, SPECS) and small.best is None  # shown, never a win
+    assert large.detail == "" and headline(large, SPECS) and large.best == "a"
+
+
+def test_report_first_screen_is_the_answer_and_sweeps_render(outputs):
+    for fam, values in RATED.items():
+        artifacts.metrics_file(fam).write_text(json.dumps({**values, "inception_kid_subset_size": 256.0}))
+    runs = [{f"{fam}.json": {k: v * (1 + d) for k, v in values.items()} for fam, values in RATED.items()}
+            for d in (-0.01, 0.0, 0.01)]  # 1 % noise: every gap below is beyond it
+    NOISE_FILE.write_text(json.dumps({"metrics": summarise(runs)}))
+    artifacts.REFERENCE_METRICS.write_text(json.dumps({"kid_inception": -0.0001, "inception_n_fake": 256.0,
+                                                       "inception_n_real": 500.0}))
+    Path("sweeps").mkdir()
+    Path("sweeps/beta_vae.json").write_text(json.dumps(BETA_SWEEP))
+    Path("sweeps/vqvae.json").write_text(json.dumps({**VQ_SWEEP, "points": []}))
+    write_report(build(list(RATED), SPECS, {}, []))
+    page, md = artifacts.INDEX.read_text(), artifacts.MARKDOWN.read_text()
+    assert artifacts.RATE_DISTORTION.is_file() and (artifacts.REPORTS / "sweep_beta_vae.png").is_file()
+    assert page.index("alt=\"Rate (bits per test image") < page.index("For reconstruction use vqvae") < page.index("<table>")
+    assert md.index("](rate_distortion.png)") < md.index("For reconstruction use vqvae") < md.index("| metric |")
+    assert "Headline rows won beyond noise" in md and md.index("Headline rows won") > md.index("## Appendix")
+    assert "vqvae sweep of models.vqvae.num_embeddings: not collected (0 point(s)" in page
+    assert "**Rate** behind Reconstruction PSNR (dB, mean per image): vqvae's latent carries 31.3× vae's bits" in md
 
 
 def test_single_family_analysis_says_there_is_nothing_to_compare():

@@ -55,6 +55,7 @@ SUMMARY = METRICS / "summary.json"
 COMPARISON_RECONSTRUCTIONS = REPORTS / "comparison_reconstructions.png"
 COMPARISON_SAMPLES = REPORTS / "comparison_samples.png"
 COMPARISON_EDIT_CURVES = REPORTS / "comparison_edit_curves.png"
+RATE_DISTORTION = REPORTS / "rate_distortion.png"  # rate vs PSNR and vs sample KID (reporting/rate_distortion.py)
 # The rows evaluate@<family> writes for the comparison figures (unlabelled image strips)
 ROW_ORIGINALS = "row_originals.png"
 ROW_RECONSTRUCTIONS = "row_reconstructions.png"

@@ -24,6 +24,7 @@ class Row:
     label: str
     values: dict[str, float]  # family -> value (families lacking the metric are absent)
     best: str | None          # family best beyond noise; None without a direction, with < 2 values, or on a tie
+    detail: str = ""          # why this run's value is shown as a detail row, not a headline (never best then)
 
 
 def _order(metric: str, specs: MetricSpecs) -> tuple[int, bool, str]:
@@ -75,12 +76,14 @@ class Section:
     metrics: tuple[str, ...]
     figure: str | None = None      # key of report.comparison
     reference: str = ""            # what every number is measured against
+    names_rate: bool = False       # its sentences say how many bits the leaders' latents carry
 
 
 SECTIONS = (
     Section("Reconstruction", "How faithfully does each family reproduce a test face it has never seen?",
             ("recon_psnr", "recon_ssim", "recon_mse"), "reconstructions",
-            "The data itself scores PSNR ∞ and SSIM 1; the DCGAN has no encoder, so its row is latent optimisation."),
+            "The data itself scores PSNR ∞ and SSIM 1; the DCGAN has no encoder, so its row is latent optimisation.",
+            names_rate=True),
     Section("Sample realism", "How realistic are its samples, and do they cover the variety of real faces?",
             ("kid_inception", "fid_inception", "kid_facegen", "fid_facegen", "precision", "recall", "density", "coverage"),
             "samples", "The column 'real vs real' scores training faces against the same test faces at the same "
@@ -92,12 +95,28 @@ SECTIONS = (
     Section("Attribute editing", "Can an attribute be changed by moving in the latent space without changing the others?",
             ("edit_success_at_pres90_mean", "edit_success_auc_mean", "edit_chance_at_pres90_mean"), "edit_curves",
             "Success is read off each family's strength sweep where 90% of the other attributes are still kept; "
-            "'chance' is the same for random face-to-face directions."),
+            "'chance' is the same for random face-to-face directions.", names_rate=True),
     Section("Disentanglement", "Does each latent dimension capture one ground-truth factor (synthetic data only)?",
             ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "active_dims")),
     Section("Cost", "What does each family cost?", ("num_parameters",), None,
             "Training and sampling times depend on the machine: they are logged to MLflow and measured in benchmarks/."),
 )
+
+
+# Inception FID needs more samples than its 2,048 feature dimensions: below that the covariance
+# estimate is rank-deficient and FID favours less diverse samples (Chong & Forsyth, "Effectively
+# Unbiased FID and Inception Score", CVPR 2020; Bińkowski et al., ICLR 2018, whose unbiased KID is
+# the headline instead). The GPU profile draws enough; the CPU default does not.
+FID_MIN_SAMPLES = 2048
+FID_DETAIL = f"FID at n < {FID_MIN_SAMPLES:,} is biased toward less diverse samples: KID is the headline"
+
+
+def _detail(name: str, values: dict[str, float], metrics: dict[str, dict[str, float]]) -> str:
+    """Why ``name`` is a detail row in this run ("" when it is not): Inception FID from too few samples."""
+    if name != "fid_inception":
+        return ""
+    counts = [metrics[fam].get("inception_n_fake", 0.0) for fam in values]
+    return "" if min(counts, default=0.0) >= FID_MIN_SAMPLES else f"{FID_DETAIL} (n = {fmt(min(counts))})"
 
 
 def comparison_rows(metrics: dict[str, dict[str, float]], specs: MetricSpecs, noise: Noise | None = None
@@ -106,14 +125,17 @@ def comparison_rows(metrics: dict[str, dict[str, float]], specs: MetricSpecs, no
     rows = []
     for name in names:
         values = {fam: vals[name] for fam, vals in metrics.items() if name in vals}
-        rows.append(Row(name, specs.label(name), values, _best(name, values, specs, noise)))
+        detail = _detail(name, values, metrics)
+        rows.append(Row(name, specs.label(name), values, None if detail else _best(name, values, specs, noise),
+                        detail))
     return rows
 
 
 def headline(row: Row, specs: MetricSpecs) -> bool:
-    """Rows the analysis compares and wins are counted over: summary rows with a direction."""
+    """Rows the analysis compares and wins are counted over: summary rows with a direction, unless this
+    run's sample sizes make the row a detail (:data:`FID_MIN_SAMPLES`)."""
     spec = specs(row.metric)
-    return spec.summary and spec.direction != "none"
+    return spec.summary and spec.direction != "none" and not row.detail
 
 
 def wins(rows: list[Row], families: list[str], specs: MetricSpecs) -> dict[str, list[str]]:
@@ -178,4 +200,86 @@ def analysis(metrics: dict[str, dict[str, float]], specs: MetricSpecs, noise: No
         ranked = ", ".join(f"{fam} {len(w)}" for fam, w in sorted(tally.items(), key=lambda kv: -len(kv[1])) if w)
         lines.append(f"**Wins** over the {compared} headline metrics compared across families "
                      f"({compared - won} ties): {ranked or 'none'}.")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# The report's first screen: which family to use for what, at what rate and cost
+# ----------------------------------------------------------------------------------------------
+RATE, RAW_RATE = "rate_bits", "rate_raw_bits"
+# (what a reader wants, the headline row that answers it)
+PURPOSES = (("reconstruction", "recon_psnr"), ("edits", "edit_success_at_pres90_mean"), ("samples", "kid_inception"))
+
+
+def rate_gap(metrics: dict[str, dict[str, float]], a: str, b: str) -> str:
+    """How many bits family ``a``'s latent carries against ``b``'s, e.g. "vqvae's latent carries 31× vae's
+    bits (930 vs 30 bits/image)"; a family without ``rate_bits`` (no encoder, e.g. the DCGAN) is named as such."""
+    ra, rb = metrics[a].get(RATE), metrics[b].get(RATE)
+    if ra is None or rb is None:
+        return "; ".join(f"{fam} has no encoder rate" if r is None else f"{fam}'s latent carries {fmt(r)} bits/image"
+                         for fam, r in ((a, ra), (b, rb)))
+    if min(ra, rb) <= 0:
+        return f"{a}'s latent carries {fmt(ra)} bits/image, {b}'s {fmt(rb)}"
+    more = "" if ra >= rb else " fewer"
+    return f"{a}'s latent carries {max(ra, rb) / min(ra, rb):.1f}×{more} {b}'s bits ({fmt(ra)} vs {fmt(rb)} bits/image)"
+
+
+def rate_sentence(row: Row, metrics: dict[str, dict[str, float]], specs: MetricSpecs) -> str | None:
+    """The rate behind a row's top two families (None with fewer than two, or when neither has a rate)."""
+    if len(row.values) < 2:
+        return None
+    first, second = _ranked(row.metric, row.values, specs)[:2]
+    if RATE not in metrics[first] and RATE not in metrics[second]:
+        return None
+    return f"**Rate** behind {row.label}: {rate_gap(metrics, first, second)}."
+
+
+def _rates(metrics: dict[str, dict[str, float]]) -> str | None:
+    rated = sorted((m[RATE], fam) for fam, m in metrics.items() if RATE in m)
+    if not rated:
+        return None
+    parts = [f"{fam} {fmt(r)}" + (f" ({fmt(metrics[fam][RAW_RATE])} raw, positions·log₂K)"
+                                  if RAW_RATE in metrics[fam] else "") for r, fam in rated]
+    unrated = [fam for fam, m in metrics.items() if RATE not in m]
+    return ("**Rate**, the bits per test image each latent carries: " + ", ".join(parts)
+            + (f"; {', '.join(unrated)}: no encoder, so no rate" if unrated else "") + ".")
+
+
+def _floor(reference: dict[str, float], metrics: dict[str, dict[str, float]], family: str, metric: str) -> str:
+    """The real-vs-real floor of ``metric`` and the sample sizes it and ``family`` were measured at."""
+    if metric not in reference:
+        return ""
+    n = {k: (reference.get(k), metrics[family].get(k)) for k in ("inception_n_fake", "inception_n_real")}
+    if any(v is None for pair in n.values() for v in pair):
+        return f"; real vs real {fmt(reference[metric])}"
+    (rf, ff), (rr, fr) = n["inception_n_fake"], n["inception_n_real"]
+    at = (f"at the same n ({fmt(ff)} vs {fmt(fr)} faces)" if (rf, rr) == (ff, fr)
+          else f"at n = {fmt(rf)} vs {fmt(rr)}, the family's at {fmt(ff)} vs {fmt(fr)}")
+    return f"; real vs real {fmt(reference[metric])} {at}"
+
+
+def answer(metrics: dict[str, dict[str, float]], specs: MetricSpecs, noise: Noise | None = None,
+           reference: dict[str, float] | None = None) -> list[str]:
+    """The report's first screen in a few sentences (Markdown inline), all computed from this run:
+    the rate of every latent, then which family to use for reconstruction, edits and samples (only
+    where the leader is separated from the runner-up beyond the measured noise, as in the tables),
+    with the rate behind the choice, then the cost in parameters."""
+    lines = [line for line in (_rates(metrics),) if line]
+    rows = {row.metric: row for row in comparison_rows(metrics, specs, noise)}
+    for purpose, metric in PURPOSES:
+        row = rows.get(metric)
+        if row is None or len(row.values) < 2:
+            continue
+        first, second = _ranked(metric, row.values, specs)[:2]
+        b, s = row.values[first], row.values[second]
+        gap = f" ({b - s:+.1f} dB)" if metric == "recon_psnr" else ""
+        said = f"{row.label} {first} {fmt(b)} vs {second} {fmt(s)}{gap}{_floor(reference or {}, metrics, first, metric)}"
+        rate = rate_gap(metrics, first, second)
+        head = (f"**For {purpose} use {first}**" if row.best == first
+                else f"**For {purpose}** no family is ahead beyond run-to-run noise")
+        lines.append(f"{head}: {said}" + (f"; {rate}" if rate else "") + ".")
+    params = {fam: m["num_parameters"] for fam, m in metrics.items() if "num_parameters" in m}
+    if params:
+        lines.append("**Cost**: " + ", ".join(f"{fam} {v / 1e6:.2f} M parameters" for fam, v in params.items())
+                     + "; training and sampling times depend on the machine (MLflow, benchmarks/).")
     return lines

@@ -8,6 +8,12 @@ the rest still render). Outputs:
 * ``reports/report.md``: the same content, images linked relative to ``reports/``;
 * ``reports/comparison_reconstructions.png`` / ``comparison_samples.png``: the rows each evaluate
   stage wrote, stacked and labelled (the report loads no model);
+* ``reports/rate_distortion.png``: rate against PSNR and sample KID, with every collected sweep;
+* ``reports/sweep_<family>.png``: each collected sweep's metrics against the swept value.
+
+The first screen is the answer: the rate–distortion–realism figure, a few sentences computed from the
+metrics (which family to use for what, at what rate and cost: ``comparison.answer``) and the
+side-by-side grids; the per-question tables follow.
 * ``metrics/summary.json``: every family's metrics, the best family per metric, what was missing.
 """
 from __future__ import annotations
@@ -22,14 +28,15 @@ from pathlib import Path
 from facegen import artifacts
 from facegen.config import Params, params_hash
 from facegen.errors import FacegenError
-from facegen.evaluation.comparison import SECTIONS, Row, Section, analysis, comparison_rows, fmt, headline, \
-    sentence, wins, with_interval
+from facegen.evaluation.comparison import SECTIONS, Row, Section, analysis, answer, comparison_rows, fmt, headline, \
+    rate_sentence, sentence, wins, with_interval
 from facegen.evaluation.expectations import Verdict, judge_all
 from facegen.evaluation.metric_specs import MetricSpecs, load_specs
 from facegen.evaluation.noise import NOISE_FILE, Noise, load_noise
 from facegen.reporting.edit_curves import plot_edit_curves
 from facegen.reporting.grids import load_strip, save_labelled_rows
-from facegen.reporting.sweep import SWEEPS, load_sweeps, plot_sweep
+from facegen.reporting.rate_distortion import plot_rate_distortion
+from facegen.reporting.sweep import SWEEPS, baseline, load_sweeps, plot_sweep
 from facegen.tracking import start_run
 
 INDEX, MARKDOWN, SUMMARY = artifacts.INDEX, artifacts.MARKDOWN, artifacts.SUMMARY
@@ -54,7 +61,7 @@ class Report:
     analysis: list[str]
     classifier: dict[str, float]
     comparison: dict[str, Path]
-    sweeps: list[Path]
+    sweeps: list[SweepView]
     notes: list[str] = field(default_factory=list)
     tally: dict[str, list[str]] = field(default_factory=dict)  # compare.wins: headline rows won beyond noise
     noise: Noise | None = None                                 # measured run-to-run spread: the intervals
@@ -62,6 +69,25 @@ class Report:
     specs: MetricSpecs | None = None
     classifier_samples: int | None = None  # evaluate.num_samples: the classifier-feature metrics' sample count
     verdicts: list[Verdict] = field(default_factory=list)  # the families' known strengths, judged (expectations.py)
+    answer: list[str] = field(default_factory=list)        # the first screen's sentences (comparison.answer)
+    rate_figure: Path | None = None                        # reports/rate_distortion.png; None: no family has a rate
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # {family: metrics/<family>.json}
+
+
+@dataclass(frozen=True)
+class SweepView:
+    """One ``sweeps/<family>.json``: its figure, or None when fewer than two values were collected."""
+
+    family: str
+    param: str
+    points: int
+    figure: Path | None
+
+    def caption(self) -> str:
+        if self.figure is not None:
+            return f"{self.family}: {self.points} runs of {self.param}"
+        return (f"{self.family} sweep of {self.param}: not collected ({self.points} point(s) in "
+                f"sweeps/{self.family}.json; recipe in docs/evaluation.md)")
 
 
 def _figures(directory: Path) -> list[Path]:
@@ -92,16 +118,24 @@ def collect(families: list[str]) -> tuple[list[FamilyResult], list[str]]:
 def build(families: list[str], specs: MetricSpecs, comparison: dict[str, Path], notes: list[str]) -> Report:
     present, missing = collect(families)
     metrics = {r.family: r.metrics for r in present}
-    sweeps = [p for s in load_sweeps(SWEEPS)
-              if (p := plot_sweep(s, artifacts.REPORTS / f"sweep_{s['family']}.png")) is not None]
+    documents = load_sweeps(SWEEPS)
+    sweeps = [SweepView(s["family"], s["param"], len(s["points"]),
+                        plot_sweep(s, artifacts.REPORTS / f"sweep_{s['family']}.png", baseline(s, metrics)))
+              for s in documents]
     noise = load_noise(NOISE_FILE)
+    reference = _read_json(artifacts.REFERENCE_METRICS, {})
     rows = comparison_rows(metrics, specs, noise)
     return Report(present, missing, rows, analysis(metrics, specs, noise), _read_json(artifacts.CLASSIFIER_METRICS, {}),
                   comparison, sweeps, notes, tally=wins(rows, [r.family for r in present], specs), noise=noise,
-                  reference=_read_json(artifacts.REFERENCE_METRICS, {}), specs=specs,
-                  verdicts=judge_all(metrics, specs, noise))
+                  reference=reference, specs=specs, verdicts=judge_all(metrics, specs, noise),
+                  answer=answer(metrics, specs, noise, reference),
+                  rate_figure=plot_rate_distortion(metrics, documents, artifacts.RATE_DISTORTION,
+                                                   reference.get("kid_inception")),
+                  metrics=metrics)
 
 
+FIRST_SCREEN = ("reconstructions", "samples")  # comparison figures shown under the answer, not again per section
+NO_RATE = "No family reports `rate_bits` yet (re-run the evaluate stages): the rate–distortion figure is not drawn."
 MARK = {"met": "✓ met", "not met": "✗ not met", "not judged": "? not judged"}
 STRENGTHS_INTRO = ("What each family is known for in the literature, checked on this run's numbers with the same "
                    "tie rule as the tables (src/facegen/evaluation/expectations.py).")
@@ -183,11 +217,16 @@ def section_views(report: Report) -> list[SectionView]:
         rows = [by_metric[m] for m in section.metrics if m in by_metric]
         if not rows:
             continue
-        said = [sentence(r, report.specs, report.noise) for r in rows
-                if report.specs is not None and headline(r, report.specs)]
+        rows.sort(key=lambda r: bool(r.detail))  # detail rows (e.g. FID at small n) under the headlines
+        leads = [r for r in rows if report.specs is not None and headline(r, report.specs)]
+        said = [sentence(r, report.specs, report.noise) for r in leads]
+        if section.names_rate and leads and (rate := rate_sentence(leads[0], report.metrics, report.specs)):
+            said.append(rate)
+        said += [f"**{r.label}** is a detail row here: {r.detail}." for r in rows if r.detail]
         if any(r.metric.endswith("_inception") for r in rows):
             said.append(_sample_counts(report))
-        views.append(SectionView(section, rows, said, report.comparison.get(section.figure or "")))
+        figure = None if section.figure in FIRST_SCREEN else report.comparison.get(section.figure or "")
+        views.append(SectionView(section, rows, said, figure))
     return views
 
 
@@ -203,6 +242,16 @@ def _sample_counts(report: Report) -> str:
     return text.strip()
 
 
+def _label(row: Row) -> str:
+    return f"{row.label} (detail)" if row.detail else row.label
+
+
+def _tally(report: Report) -> str:
+    """The win count over headline rows: kept below the tables (the answer is the first screen)."""
+    ranked = ", ".join(f"{fam} {len(rows)}" for fam, rows in sorted(report.tally.items(), key=lambda kv: -len(kv[1])))
+    return f"Headline rows won beyond noise, per family: {ranked or 'none'}."
+
+
 def _reference_cell(report: Report, row: Row) -> str:
     value = report.reference.get(row.metric)
     return "" if value is None else fmt(value)
@@ -216,9 +265,12 @@ INTERVAL_NOTE = ("Values are this run's; ± is twice the standard deviation meas
 def render_markdown(report: Report) -> str:
     fams = [r.family for r in report.families]
     out = ["# facegen: model comparison", ""]
-    out += [*(f"{line}  " for line in _intro(report)), "", INTERVAL_NOTE, ""]
-    if report.analysis:
-        out += [f"**Summary.** {report.analysis[-1]}", ""]
+    out += [f"![rate, distortion and realism]({report.rate_figure.relative_to(artifacts.REPORTS).as_posix()})"
+            if report.rate_figure is not None else NO_RATE, ""]
+    out += [*(f"- {line}" for line in report.answer), ""]
+    out += [f"![{key}]({report.comparison[key].relative_to(artifacts.REPORTS).as_posix()})"
+            for key in FIRST_SCREEN if key in report.comparison]
+    out += ["", *(f"{line}  " for line in _intro(report)), "", INTERVAL_NOTE, ""]
     if report.verdicts:
         out += ["## Known strengths", "", STRENGTHS_INTRO, ""]
         for v in report.verdicts:
@@ -227,7 +279,7 @@ def render_markdown(report: Report) -> str:
     for view in section_views(report):
         ref = any(_reference_cell(report, r) for r in view.rows)
         out += [f"## {view.section.title}", "", f"*{view.section.question}*", "",
-                "| metric | " + " | ".join(fams) + (" | real vs real |" if ref else " |"),
+                "| metric | " + " | ".join(fams) + (" | real vs real (same n) |" if ref else " |"),
                 "|---|" + "---:|" * (len(fams) + ref)]
         for row in view.rows:
             cells = []
@@ -235,7 +287,7 @@ def render_markdown(report: Report) -> str:
                 text, best = _cell(row, fam, report.noise)
                 cells.append(f"**{text}** ★" if best else text)
             extra = f" | {_reference_cell(report, row)}" if ref else ""
-            out.append(f"| {row.label} | " + " | ".join(cells) + extra + " |")
+            out.append(f"| {_label(row)} | " + " | ".join(cells) + extra + " |")
         out += ["", *(f"- {line}" for line in view.sentences)]
         if view.section.reference:
             out += [f"- {view.section.reference}"]
@@ -243,16 +295,18 @@ def render_markdown(report: Report) -> str:
             out += ["", f"![{view.section.title}]({view.figure.relative_to(artifacts.REPORTS).as_posix()})"]
         out.append("")
     for sweep in report.sweeps:
-        out += ["## Parameter sweep", "", f"![sweep]({sweep.relative_to(artifacts.REPORTS).as_posix()})", ""]
+        out += [f"## Sweep: {sweep.family}", ""]
+        out += [f"![{sweep.caption()}]({sweep.figure.relative_to(artifacts.REPORTS).as_posix()})" if sweep.figure
+                else sweep.caption() + ".", ""]
     if report.notes:
         out += ["## Notes", "", *(f"- {n}" for n in report.notes), ""]
-    out += ["## Appendix: every metric", "", "| metric | " + " | ".join(fams) + " |", "|---|" + "---:|" * len(fams)]
+    out += ["## Appendix: every metric", "", _tally(report), "", "| metric | " + " | ".join(fams) + " |", "|---|" + "---:|" * len(fams)]
     for row in report.rows:
         cells = []
         for fam in fams:
             text, best = _cell(row, fam, report.noise)
             cells.append(f"**{text}** ★" if best else text)
-        out.append(f"| {row.label} | " + " | ".join(cells) + " |")
+        out.append(f"| {_label(row)} | " + " | ".join(cells) + " |")
     for r in report.families:
         out += ["", f"### {r.family}", ""]
         out += [f"- {n}" for n in r.notes]
@@ -278,12 +332,12 @@ table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0}th,td{border:1px s
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.best{background:#dff5df;font-weight:bold}
 td.ref{color:#666;font-style:italic}th{background:#f3f3f3}figure{display:inline-block;margin:.5rem;vertical-align:top}
 figure img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}figcaption{font-size:.8rem;color:#555}
-p.question{font-style:italic;color:#444}nav a{margin-right:1rem}
+p.question{font-style:italic;color:#444}nav a{margin-right:1rem}ul.answer li{margin:.3rem 0}
 """
 
 
 def _html_table(report: Report, rows: list[Row], fams: list[str], with_reference: bool) -> str:
-    head = "".join(f"<th>{html.escape(f)}</th>" for f in fams) + ("<th>real vs real</th>" if with_reference else "")
+    head = "".join(f"<th>{html.escape(f)}</th>" for f in fams) + ("<th>real vs real (same n)</th>" if with_reference else "")
     body = []
     for row in rows:
         cells = []
@@ -292,7 +346,8 @@ def _html_table(report: Report, rows: list[Row], fams: list[str], with_reference
             cells.append(f"<td class='num{' best' if best else ''}'>{html.escape(text)}{' ★' if best else ''}</td>")
         if with_reference:
             cells.append(f"<td class='num ref'>{html.escape(_reference_cell(report, row))}</td>")
-        body.append(f"<tr><td title='{html.escape(row.metric)}'>{html.escape(row.label)}</td>{''.join(cells)}</tr>")
+        title = html.escape(row.metric + (f": {row.detail}" if row.detail else ""))
+        body.append(f"<tr><td title='{title}'>{html.escape(_label(row))}</td>{''.join(cells)}</tr>")
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
 
@@ -304,10 +359,18 @@ def render_html(report: Report) -> str:
     parts.append("<nav>" + ("<a href='#known-strengths'>Known strengths</a>" if report.verdicts else "") + "".join(f"<a href='#{html.escape(v.section.title.lower().replace(' ', '-'))}'>"
                                    f"{html.escape(v.section.title)}</a>" for v in views)
                  + "<a href='#appendix'>Appendix</a></nav>")
+    parts.append("<section id='answer'>")
+    if report.rate_figure is not None:
+        parts.append(_img(report.rate_figure, "Rate (bits per test image the latent carries) against reconstruction "
+                                              "PSNR and sample KID"))
+    else:
+        parts.append(f"<p>{_inline(NO_RATE)}</p>")
+    parts.append("<ul class='answer'>" + "".join(f"<li>{_inline(line)}</li>" for line in report.answer) + "</ul>")
+    parts += [_img(report.comparison[key], report.comparison[key].stem.replace("_", " "))
+              for key in FIRST_SCREEN if key in report.comparison]
+    parts.append("</section>")
     parts += [f"<p>{_inline(line)}</p>" for line in _intro(report)]
     parts.append(f"<p>{_inline(INTERVAL_NOTE)}</p>")
-    if report.analysis:
-        parts.append(f"<p><strong>Summary.</strong> {_inline(report.analysis[-1])}</p>")
     if report.verdicts:
         parts.append(f"<h2 id='known-strengths'>Known strengths</h2><p>{_inline(STRENGTHS_INTRO)}</p><ul>"
                      + "".join(f"<li><strong>{MARK[v.status]}</strong>: {_inline(v.claim)}<ul>"
@@ -324,10 +387,12 @@ def render_html(report: Report) -> str:
         if view.figure is not None:
             parts.append(_img(view.figure, view.section.title))
     for sweep in report.sweeps:
-        parts.append("<h2>Parameter sweep</h2>" + _img(sweep, sweep.stem))
+        parts.append(f"<h2 id='sweep-{html.escape(sweep.family)}'>Sweep: {html.escape(sweep.family)}</h2>"
+                     + (_img(sweep.figure, sweep.caption()) if sweep.figure else f"<p>{_inline(sweep.caption())}.</p>"))
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_inline(n)}</li>" for n in report.notes) + "</ul>")
-    parts.append("<h2 id='appendix'>Appendix: every metric</h2>" + _html_table(report, report.rows, fams, False))
+    parts.append(f"<h2 id='appendix'>Appendix: every metric</h2><p>{_inline(_tally(report))}</p>"
+                 + _html_table(report, report.rows, fams, False))
     for r in report.families:
         parts.append(f"<h3 id='{html.escape(r.family)}'>{html.escape(r.family)}</h3>")
         if r.notes:
@@ -379,6 +444,7 @@ def report_stage(params: Params) -> Report:
         # The comparison is browsable in the UI too: wins per family as metrics, the pages as artifacts.
         tracker.log_metrics({f"wins_{family}": float(n) for family, n in outcome["wins"].items()})
         tracker.log_metrics({"expectations_met": float(sum(v.status == "met" for v in report.verdicts))})
-        for path in (INDEX, MARKDOWN, SUMMARY, *comparison.values(), *report.sweeps):
+        figures = [report.rate_figure, *(s.figure for s in report.sweeps)]
+        for path in (INDEX, MARKDOWN, SUMMARY, *comparison.values(), *(f for f in figures if f is not None)):
             tracker.log_artifact(path)
     return report
