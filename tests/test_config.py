@@ -60,6 +60,6 @@ def test_gpu_profile_is_valid_and_uses_the_notebook_sizes():
 
     profile = load_params(Path(__file__).resolve().parents[1] / "params-celeba-gpu.yaml")
     assert profile.runtime.device == "cuda" and profile.data.source == "celeba"
-    assert profile.model("vae").latent_dim == 128 and profile.model("beta_vae").beta == 10.0
+    assert profile.model("vae").latent_dim == 128 and profile.model("beta_vae").sigma == "optimal"  # calibrated β
     assert profile.model("vqvae").num_hiddens == 128 and profile.model("dcgan").ngf == 64
     assert profile.evaluate.inception_samples == profile.evaluate.inception_real == 10000
