@@ -241,7 +241,7 @@ def doubling_ks(k_max: int) -> list[int]:
 class IwaeCurve:
     """The k-draw IWAE bound against k on a few faces, all k from one set of draws.
 
-    ``ks`` the doubling grid (``doubling_ks``); ``per_face`` (N, len(ks)) bits/dim, the bound of each
+    ``ks`` the doubling grid (``doubling_ks``), increasing; ``per_face`` (N, len(ks)) bits/dim, the bound of each
     face from its first k log-weights; ``bits_per_dim`` their mean over the N faces (the curve).
     """
 
@@ -262,13 +262,19 @@ class IwaeCurve:
         curve = self.bits_per_dim
         return next(k for k, b in zip(self.ks, curve) if b - curve[-1] <= tolerance)
 
-    def metrics(self) -> dict[str, float]:
-        return {"iwae_curve_gain_bits_per_dim": self.gain, "iwae_k_flat": float(self.k_flat())}
+    def metrics(self, nll_k: int) -> dict[str, float]:
+        """Gain, flat k and, when ``nll_k`` (the NLL row's k) is on the grid, how far the bound at
+        ``nll_k`` is above the largest k's: what the NLL row would still fall with more draws."""
+        out = {"iwae_curve_gain_bits_per_dim": self.gain, "iwae_k_flat": float(self.k_flat())}
+        if nll_k in self.ks:
+            out["iwae_gap_at_nll_k_bits_per_dim"] = self.bits_per_dim[self.ks.index(nll_k)] - self.bits_per_dim[-1]
+        return out
 
 
 def iwae_curve(model: ImportanceSampled, images: torch.Tensor, k_max: int, generator: torch.Generator,
-               batch_size: int, log_sigma: float) -> IwaeCurve:
-    """The IWAE bound (Burda et al. 2016, eq. 8) of ``images`` for k = 1, 2, 4, ... ``k_max``.
+               batch_size: int, log_sigma: float, extra_ks: tuple[int, ...] = ()) -> IwaeCurve:
+    """The IWAE bound (Burda et al. 2016, eq. 8) of ``images`` for k = 1, 2, 4, ... ``k_max`` and
+    the ``extra_ks`` up to ``k_max`` (e.g. the NLL row's k).
 
     One set of ``k_max`` log-weights per image (``importance_log_weights``, same decoder likelihood
     and ``log_sigma`` as ``likelihood_metrics``), and the bound at k from its first k: k_max decodes
@@ -279,6 +285,6 @@ def iwae_curve(model: ImportanceSampled, images: torch.Tensor, k_max: int, gener
     """
     rec, lat = importance_log_weights(model, images, k_max, generator, batch_size, log_sigma)
     log_w, dims = rec + lat, images[0].numel()
-    ks = doubling_ks(log_w.shape[1])
+    ks = sorted(set(doubling_ks(log_w.shape[1])) | {k for k in extra_ks if k <= log_w.shape[1]})
     bounds = torch.stack([iwae_bits_per_dim(log_w[:, :k], dims) for k in ks], 1)  # (N, len(ks))
     return IwaeCurve(tuple(ks), tuple(tuple(map(float, row)) for row in bounds))
