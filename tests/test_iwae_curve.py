@@ -21,13 +21,7 @@ from tests.conftest import make_split
 LOG_SIGMA = math.log(0.05)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds sync cost (as in test_likelihood.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 class ConstantDecoder(nn.Module):
