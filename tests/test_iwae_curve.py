@@ -114,3 +114,19 @@ def test_analysis_writes_the_curve_with_the_nll_rows_sigma_and_the_baselines(rt,
     assert set(metrics) == {"iwae_curve_gain_bits_per_dim", "iwae_k_flat", "iwae_gap_at_nll_k_bits_per_dim"}
     assert all(saved[k] == v for k, v in metrics.items()) and metrics["iwae_k_flat"] in saved["k"]
     assert all(0 < b < 16 for b in saved["bits_per_dim"])
+
+
+class PointMass(nn.Module):
+    """q(z|x) a point mass: one draw whatever k, as the VQ-VAE's codes."""
+
+    def importance_samples(self, x, k, generator, with_log_ratio=True):
+        return [(torch.full_like(x, 0.5), torch.zeros(len(x)) if with_log_ratio else None)]
+
+
+def test_a_point_mass_posterior_gets_no_curve_and_a_note(rt, tmp_path):
+    split = make_split(4, 8)
+    ctx = EvalContext(model=PointMass(), family="toy", train=split, test=split, val=split,
+                      cfg=EvaluateConfig(nll_images=4), rt=rt, seed=0, out_dir=tmp_path)
+    assert iwae_bound_curve(ctx) == {}
+    assert not (tmp_path / artifacts.IWAE_CURVE).exists()
+    assert any("posterior is a point mass" in note for note in ctx.notes)
