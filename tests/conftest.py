@@ -34,6 +34,15 @@ def _isolated_tracking(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """For tests on tiny tensors: a second intra-op thread only adds sync cost (9x slower on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def split() -> FaceSplit:
     return make_split()
 

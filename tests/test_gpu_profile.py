@@ -50,7 +50,8 @@ SMALL = {
     "prior": {"hidden": 8, "layers": 2, "train": STEPS},
     "evaluate": {"num_samples": 16, "batch_size": 16, "sample_batch_size": 16, "grid_size": 2,
                  "interpolation_steps": 2, "traversal_dims": 1, "num_inversions": 2, "nll_importance_samples": 2,
-                 "nll_images": 4, "inception_samples": 16, "inception_real": 16, "kid_subsets": 2,
+                 "nll_images": 4, "iwae_curve_images": 2, "iwae_curve_max_k": 4, "inception_samples": 16,
+                 "inception_real": 16, "kid_subsets": 2,
                  "kid_subset_size": 8, "prdc_k": 2, "edit_faces": 4, "edit_chance_directions": 1, "identity_faces": 2},
 }
 

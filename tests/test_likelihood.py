@@ -24,13 +24,7 @@ LEVELS = torch.arange(256, dtype=torch.float64) / 255
 OLD_LOG_SIGMA = 0.5 * math.log(0.5)  # the removed fixed decoder, σ² = 1/2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: a second intra-op thread only adds sync cost (9x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest.one_thread)
 
 
 def images(split) -> torch.Tensor:

@@ -34,6 +34,7 @@ def tiny_params(params: dict) -> dict:
     for section in [*params["models"].values(), params["prior"]]:
         section["train"].update(epochs=2, max_steps_per_epoch=2, batch_size=16)
     params["evaluate"].update(num_samples=32, batch_size=32, nll_importance_samples=2, num_inversions=4, nll_images=16,
+                              iwae_curve_images=2, iwae_curve_max_k=4,
                               inception_samples=16, inception_real=32, edit_faces=16, edit_chance_directions=1)
     return params
 

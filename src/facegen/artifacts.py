@@ -63,6 +63,8 @@ ROW_SAMPLES = "row_samples.png"
 ROW_LABELS = "rows.json"  # how the reconstruction row was made (encoder or inversion)
 NOTES = "notes.json"
 EDIT_CURVES = "edit_curves.json"  # per family: success vs preservation over the strength sweep
+IWAE_CURVE = "iwae_curve.json"  # per family with a likelihood: the IWAE bound against k (evaluation/likelihood.py)
+IWAE_CURVE_FIGURE = "iwae_curve.png"
 
 
 def model_file(family: str) -> Path:

@@ -217,6 +217,10 @@ class EvaluateConfig:
     num_inversions: int = field(default=64, metadata=rng(ge=1))  # test faces reconstructed by GAN inversion
     nll_importance_samples: int = field(default=64, metadata=rng(ge=1))
     nll_images: int = field(default=100, metadata=rng(ge=1))  # test faces the NLL is estimated on
+    # The IWAE bound against k = 1, 2, 4, ... iwae_curve_max_k on the first iwae_curve_images test faces
+    # (iwae_curve_max_k decodes each): where it flattens is how nll_importance_samples is chosen.
+    iwae_curve_images: int = field(default=8, metadata=rng(ge=1))
+    iwae_curve_max_k: int = field(default=1024, metadata=rng(ge=1))
     inception_samples: int = field(default=256, metadata=rng(ge=16))  # generated images per family in Inception FID/KID
     inception_real: int = field(default=500, metadata=rng(ge=16))  # test faces whose Inception features are cached
     kid_subsets: int = field(default=50, metadata=rng(ge=1))

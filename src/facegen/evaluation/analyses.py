@@ -17,6 +17,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from facegen import artifacts
 from facegen.evaluation.codebook import split_codes, usage_stats
+from facegen.evaluation.codec import codec_baselines
 from facegen.evaluation.context import EvalContext
 from facegen.evaluation.disentanglement import disentanglement_scores
 from facegen.evaluation.diversity import pairwise_distances
@@ -24,7 +25,8 @@ from facegen.evaluation.distribution import frechet_distance, kernel_distance, p
 from facegen.evaluation.editing import edit_sweep, latent_scale, opposite_edit, unit
 from facegen.evaluation.identity import identity_scores, identity_unavailable
 from facegen.evaluation.inception import inception_features, inception_scores
-from facegen.evaluation.likelihood import conditional_code_nll_bits_per_dim, likelihood_metrics
+from facegen.evaluation.likelihood import IWAE_FLAT_TOLERANCE, conditional_code_nll_bits_per_dim, iwae_curve, \
+    likelihood_metrics
 from facegen.faces.align import Template
 from facegen.faces.template import faces_template
 from facegen.latent.attributes import attribute_directions, edit, encode_split
@@ -32,7 +34,7 @@ from facegen.latent.interpolation import lerp, slerp
 from facegen.latent.traversal import active_dimensions, dimension_activity, traversal_latents
 from facegen.models.base import ADVERSARIAL, EDIT, ENCODE, LIKELIHOOD, QUANTIZE, RECONSTRUCT, TRAVERSE
 from facegen.reporting.grids import save_grid, save_labelled_rows, save_strip
-from facegen.reporting.plots import plot_code_usage, plot_diversity
+from facegen.reporting.plots import plot_code_usage, plot_diversity, plot_iwae_curve
 from facegen.runtime import eval_mode
 from facegen.training.loop import evaluate_losses
 
@@ -412,10 +414,46 @@ def likelihood(ctx: EvalContext) -> dict[str, float]:
     """Test NLL in bits/dim, ELBO and its terms (evaluation/likelihood.py) on the first ``nll_images``
     test faces; the decoder's σ is fitted on the first ``nll_images`` validation faces. k =
     ``nll_importance_samples`` draws per face (one for a point-mass posterior, the VQ-VAE's).
-    fp32, no autocast: bf16 decoder means are as coarse as the 8-bit bins being scored."""
-    n = ctx.cfg.nll_images
-    return likelihood_metrics(ctx.model, ctx.val_images(n), ctx.test_images(n), ctx.cfg.nll_importance_samples,
-                              ctx.generator(5), ctx.cfg.batch_size)
+    fp32, no autocast: bf16 decoder means are as coarse as the 8-bit bins being scored.
+    Computed once per context: ``iwae_curve`` scores the same decoder (its σ)."""
+    if "likelihood" not in ctx.shared:
+        n = ctx.cfg.nll_images
+        ctx.shared["likelihood"] = likelihood_metrics(ctx.model, ctx.val_images(n), ctx.test_images(n),
+                                                      ctx.cfg.nll_importance_samples, ctx.generator(5),
+                                                      ctx.cfg.batch_size)
+    return dict(ctx.shared["likelihood"])
+
+
+def iwae_bound_curve(ctx: EvalContext) -> dict[str, float]:
+    """The IWAE bound against k = 1, 2, 4, ... ``iwae_curve_max_k`` on the first ``iwae_curve_images``
+    test faces (``likelihood.iwae_curve``: one set of draws), with the decoder σ of the NLL row, so the
+    curve says whether ``nll_importance_samples`` draws have converged. Writes ``iwae_curve.json``
+    (the curve, per face, and the uniform and lossless-codec baselines on the same faces) and
+    ``iwae_curve.png``; returns the gain k = 1 -> max, the smallest k within ``IWAE_FLAT_TOLERANCE``
+    bits/dim of the max (the rule in docs/defaults.md), and the NLL row's k's gap to the max. Skipped,
+    with a note, where the NLL row used one draw (a point-mass posterior: the bound is exact)."""
+    row = likelihood(ctx)
+    if row["iwae_k"] == 1:  # a point-mass posterior (the VQ-VAE's): one draw is exact, nothing to converge
+        ctx.notes.append(f"IWAE curve skipped: {ctx.family}'s posterior is a point mass, so its bound is exact at k = 1.")
+        return {}
+    sigma = row["decoder_sigma"]
+    trained = ctx.model.decoder_log_scale()  # per channel where trained so; else the row's fitted σ
+    n = min(ctx.cfg.iwae_curve_images, len(ctx.test))
+    nll_k = ctx.cfg.nll_importance_samples
+    curve = iwae_curve(ctx.model, ctx.test_images(n), ctx.cfg.iwae_curve_max_k, ctx.generator(12),
+                       ctx.cfg.batch_size, trained if trained is not None else math.log(sigma), extra_ks=(nll_k,))
+    baselines = {"uniform": 8.0, **codec_baselines(ctx.test.images[:n].numpy())}
+    metrics = curve.metrics(nll_k)
+    artifacts.write_json({"k": list(curve.ks), "bits_per_dim": list(curve.bits_per_dim),
+                          "per_face_bits_per_dim": [list(r) for r in curve.per_face], "faces": n,
+                          "decoder_sigma": sigma, "flat_tolerance_bits_per_dim": IWAE_FLAT_TOLERANCE,
+                          "baselines_bits_per_dim": baselines, **metrics}, ctx.out_dir / artifacts.IWAE_CURVE)
+    labels = {"uniform": "uniform", "codec_png_bits_per_dim": "PNG", "codec_webp_bits_per_dim": "WebP"}
+    plot_iwae_curve(list(curve.ks), list(curve.bits_per_dim), {labels[k]: v for k, v in baselines.items()},
+                    ctx.out_dir / artifacts.IWAE_CURVE_FIGURE,
+                    f"{ctx.family}: IWAE bound against k, mean of {n} test faces (k = 1 is the ELBO)",
+                    IWAE_FLAT_TOLERANCE)
+    return metrics
 
 
 def code_likelihood(ctx: EvalContext) -> dict[str, float]:
@@ -439,6 +477,7 @@ ANALYSES: list[tuple[str | None, Analysis]] = [
     (TRAVERSE, disentanglement),
     (None, test_losses),
     (LIKELIHOOD, likelihood),
+    (LIKELIHOOD, iwae_bound_curve),
     (QUANTIZE, code_likelihood),
     (QUANTIZE, codebook_usage),
     (None, conditional_samples),

@@ -138,11 +138,19 @@ def headline(row: Row, specs: MetricSpecs) -> bool:
     return spec.summary and spec.direction != "none" and not row.detail
 
 
+def restated(row: Row, rows: list[Row], specs: MetricSpecs) -> bool:
+    """Whether ``row`` only restates another row of ``rows``: its spec names that row (``restates``)
+    and both have the same best family, so a second win would count one fact twice."""
+    other = specs(row.metric).restates
+    return bool(other) and row.best is not None and any(r.metric == other and r.best == row.best for r in rows)
+
+
 def wins(rows: list[Row], families: list[str], specs: MetricSpecs) -> dict[str, list[str]]:
-    """Headline rows each family is best on (beyond noise): the one tally of the report, summary.json and MLflow."""
+    """Headline rows each family is best on (beyond noise), less rows that restate another row's
+    win (:func:`restated`): the one tally of the report, summary.json and MLflow."""
     out: dict[str, list[str]] = {fam: [] for fam in families}
     for row in rows:
-        if headline(row, specs) and row.best is not None:
+        if headline(row, specs) and row.best is not None and not restated(row, rows, specs):
             out[row.best].append(row.metric)
     return out
 
@@ -190,16 +198,20 @@ def analysis(metrics: dict[str, dict[str, float]], specs: MetricSpecs, noise: No
         return [f"Only {', '.join(metrics) or 'no family'} evaluated: nothing to compare yet."]
     lines = []
     rows = [row for row in comparison_rows(metrics, specs, noise) if headline(row, specs)]
-    compared = 0
+    compared, repeats = 0, []
     for row in rows:
-        compared += len(row.values) > 1
+        if restated(row, rows, specs):
+            repeats.append(f"{row.label} (same best family as {specs.label(specs(row.metric).restates)})")
+        else:
+            compared += len(row.values) > 1
         lines.append(sentence(row, specs, noise))
     tally = wins(rows, list(metrics), specs)
     won = sum(len(v) for v in tally.values())
     if compared:
         ranked = ", ".join(f"{fam} {len(w)}" for fam, w in sorted(tally.items(), key=lambda kv: -len(kv[1])) if w)
+        again = f"; not counted again: {', '.join(repeats)}" if repeats else ""
         lines.append(f"**Wins** over the {compared} headline metrics compared across families "
-                     f"({compared - won} ties): {ranked or 'none'}.")
+                     f"({compared - won} ties{again}): {ranked or 'none'}.")
     return lines
 
 

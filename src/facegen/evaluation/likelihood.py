@@ -12,7 +12,8 @@ comparable across families and with the uniform model's 8.0 bits/dim.
   at evaluation time (``calibrate_sigma``).
 * Latent variables: the importance-weighted bound (IWAE, Burda et al. 2016) with k draws from the
   encoder; ``iwae_bits_per_dim`` turns the (N, k) log-weights into bits/dim, and the same weights
-  give the ELBO (their mean; k = 1 is the plain ELBO).
+  give the ELBO (their mean; k = 1 is the plain ELBO). ``iwae_curve`` shows how far the bound
+  still falls with k (k up to ~1,000 on a few faces), which is how ``nll_importance_samples`` is chosen.
 * VQ-VAE + prior: q(c|x) is a point mass on the encoder's codes, so the bound has one term,
   ``log P(c) + log p(x | c)`` (van den Oord et al. 2017, "Neural Discrete Representation Learning",
   sec. 3.2 and 4.2): code NLL under the PixelCNN prior with attributes marginalised out, plus the
@@ -29,6 +30,7 @@ discretised likelihood resolves.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 import torch
@@ -165,6 +167,29 @@ def _decoder_means(model: ImportanceSampled, images: torch.Tensor, generator: to
                       for i in range(0, len(images), batch_size)])
 
 
+def importance_log_weights(model: ImportanceSampled, images: torch.Tensor, k: int, generator: torch.Generator,
+                           batch_size: int, log_sigma: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of the importance log-weights of ``images`` (N, C, H, W) 8-bit in [0, 1], in nats,
+    each (N, draws) float64: log p(x | z_j) under the discretised Gaussian of scale ``exp(log_sigma)``
+    around the decoder mean, and log p(z_j) − log q(z_j | x). Their sum is the log-weight of
+    ``iwae_bits_per_dim``; draws = k, or 1 for a point-mass posterior. ``log_sigma`` is the decoder's
+    log σ in [0, 1] pixel units (a scalar, or per channel broadcastable to the images), passed by the
+    caller so every bound scores the same decoder.
+    ``generator`` drives the draws; the images go ``batch_size`` at a time, one decoded draw in
+    memory at a time. Run it without autocast (module docstring)."""
+    log_px, log_ratio = [], []  # per batch: (n, draws) nats
+    with eval_mode(model):  # type: ignore[arg-type]
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size]
+            px, ratio = [], []
+            for mean, r in model.importance_samples(x, k, generator):
+                px.append(discretized_gaussian_log_likelihood(x, mean.float(), log_sigma))
+                ratio.append(r.double())
+            log_px.append(torch.stack(px, 1))
+            log_ratio.append(torch.stack(ratio, 1))
+    return torch.cat(log_px), torch.cat(log_ratio)
+
+
 def likelihood_metrics(model: ImportanceSampled, val_images: torch.Tensor, test_images: torch.Tensor, k: int,
                        generator: torch.Generator, batch_size: int) -> dict[str, float]:
     """Test likelihood of any model with ``importance_samples``, under its trained decoder σ (or one
@@ -192,16 +217,7 @@ def likelihood_metrics(model: ImportanceSampled, val_images: torch.Tensor, test_
         log_sigma = (trained.to(test_images.device, torch.float64) if trained is not None else
                      torch.tensor(math.log(calibrate_sigma(val_images, _decoder_means(model, val_images, generator,
                                                                                       batch_size)))))
-        log_px, log_ratio = [], []  # per batch: (n, draws) nats
-        for i in range(0, len(test_images), batch_size):
-            x = test_images[i:i + batch_size]
-            px, ratio = [], []
-            for mean, r in model.importance_samples(x, k, generator):  # one decoded draw in memory at a time
-                px.append(discretized_gaussian_log_likelihood(x, mean.float(), log_sigma))
-                ratio.append(r.double())
-            log_px.append(torch.stack(px, 1))
-            log_ratio.append(torch.stack(ratio, 1))
-    rec, lat = torch.cat(log_px), torch.cat(log_ratio)
+    rec, lat = importance_log_weights(model, test_images, k, generator, batch_size, log_sigma)
     log_w = rec + lat
     return {"nll_bits_per_dim": float(iwae_bits_per_dim(log_w, dims).mean()),
             "elbo_nats": float(elbo_nats(log_w).mean()),
@@ -226,3 +242,65 @@ def conditional_code_nll_bits_per_dim(model: object, images: torch.Tensor, attrs
                                                attrs[i:i + batch_size]).double()
                           for i in range(0, len(images), batch_size)])
     return float(bits_per_dim(-nats.mean(), dims))
+
+
+IWAE_FLAT_TOLERANCE = 1e-3  # bits/dim: a thousandth of the uniform model's 8, below the row's 4th digit
+
+
+def doubling_ks(k_max: int) -> list[int]:
+    """1, 2, 4, ... up to ``k_max`` (≥ 1), with ``k_max`` itself last when it is not a power of two."""
+    ks = [1 << i for i in range(k_max.bit_length()) if 1 << i <= k_max]
+    return ks if ks[-1] == k_max else [*ks, k_max]
+
+
+@dataclass(frozen=True)
+class IwaeCurve:
+    """The k-draw IWAE bound against k on a few faces, all k from one set of draws.
+
+    ``ks`` the doubling grid (``doubling_ks``), increasing; ``per_face`` (N, len(ks)) bits/dim, the bound of each
+    face from its first k log-weights; ``bits_per_dim`` their mean over the N faces (the curve).
+    """
+
+    ks: tuple[int, ...]
+    per_face: tuple[tuple[float, ...], ...]
+
+    @property
+    def bits_per_dim(self) -> tuple[float, ...]:
+        return tuple(sum(col) / len(col) for col in zip(*self.per_face))
+
+    @property
+    def gain(self) -> float:
+        """Bound at k = 1 (the ELBO) minus the bound at the largest k, bits/dim (≥ 0 in expectation)."""
+        return self.bits_per_dim[0] - self.bits_per_dim[-1]
+
+    def k_flat(self, tolerance: float = IWAE_FLAT_TOLERANCE) -> int:
+        """The smallest k of the grid whose bound is within ``tolerance`` bits/dim of the largest k's."""
+        curve = self.bits_per_dim
+        return next(k for k, b in zip(self.ks, curve) if b - curve[-1] <= tolerance)
+
+    def metrics(self, nll_k: int) -> dict[str, float]:
+        """Gain, flat k and, when ``nll_k`` (the NLL row's k) is on the grid, how far the bound at
+        ``nll_k`` is above the largest k's: what the NLL row would still fall with more draws."""
+        out = {"iwae_curve_gain_bits_per_dim": self.gain, "iwae_k_flat": float(self.k_flat())}
+        if nll_k in self.ks:
+            out["iwae_gap_at_nll_k_bits_per_dim"] = self.bits_per_dim[self.ks.index(nll_k)] - self.bits_per_dim[-1]
+        return out
+
+
+def iwae_curve(model: ImportanceSampled, images: torch.Tensor, k_max: int, generator: torch.Generator,
+               batch_size: int, log_sigma: torch.Tensor | float, extra_ks: tuple[int, ...] = ()) -> IwaeCurve:
+    """The IWAE bound (Burda et al. 2016, eq. 8) of ``images`` for k = 1, 2, 4, ... ``k_max`` and
+    the ``extra_ks`` up to ``k_max`` (e.g. the NLL row's k).
+
+    One set of ``k_max`` log-weights per image (``importance_log_weights``, same decoder likelihood
+    and ``log_sigma`` as ``likelihood_metrics``), and the bound at k from its first k: k_max decodes
+    per image, not the sum over the grid. Each point is an unbiased sample of the k-draw bound, whose
+    expectation does not increase with k (Burda et al. 2016, Theorem 1); points share draws, so the
+    measured curve is smooth but need not be monotone on few images. A point-mass posterior (one
+    draw) gives the one-point curve k = 1. ``images`` (N, C, H, W) 8-bit in [0, 1].
+    """
+    rec, lat = importance_log_weights(model, images, k_max, generator, batch_size, log_sigma)
+    log_w, dims = rec + lat, images[0].numel()
+    ks = sorted(set(doubling_ks(log_w.shape[1])) | {k for k in extra_ks if k <= log_w.shape[1]})
+    bounds = torch.stack([iwae_bits_per_dim(log_w[:, :k], dims) for k in ks], 1)  # (N, len(ks))
+    return IwaeCurve(tuple(ks), tuple(tuple(map(float, row)) for row in bounds))

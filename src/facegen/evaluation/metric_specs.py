@@ -27,6 +27,9 @@ class MetricSpec:
     gate: bool = True
     summary: bool = True
     label: str = ""
+    # Another metric this one restates (e.g. the NLL row, whose decoder term is PSNR's ranking): its best
+    # family does not win it again when it is also that metric's best (comparison.restated).
+    restates: str = ""
 
     def worsening(self, old: float, new: float) -> float:
         """Signed move in the bad direction (negative = improvement); both ways count for ``none``."""
@@ -58,6 +61,9 @@ def _spec(base: MetricSpec, data: Any, where: str) -> MetricSpec:
     for key in ("gate", "summary"):
         if key in data and not isinstance(data[key], bool):
             raise ConfigError(f"{where}.{key} must be true or false, got {data[key]!r}")
+    for key in ("label", "restates"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{where}.{key} must be a string, got {data[key]!r}")
     return replace(base, **data)
 
 

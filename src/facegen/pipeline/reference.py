@@ -6,7 +6,9 @@ faces with exactly the sample counts evaluate@<family> uses (``inception_samples
 against ``inception_real`` test faces for Inception FID/KID; ``num_samples`` against as many test
 faces for the classifier-feature metrics), writes them to ``metrics/reference.json``, and caches
 the test faces' Inception features (``data/reference/inception_test.npy``) so no evaluate stage
-recomputes them (~1 min of the Inception network each on 2 CPU cores).
+recomputes them (~1 min of the Inception network each on 2 CPU cores). It also writes the lossless
+codecs' bits/dim on the first ``nll_images`` test faces, the faces every family's NLL is scored on
+(``evaluation/codec.py``): the same for every family, so measured once, here.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from facegen import artifacts
 from facegen.config import Params, params_hash, to_dict
 from facegen.data.dataset import FaceSplit, load_split
+from facegen.evaluation.codec import codec_baselines
 from facegen.evaluation.distribution import frechet_distance, kernel_distance, precision_recall_density_coverage
 from facegen.evaluation.inception import inception_features, reference_scores
 from facegen.models.checkpoint import load_attribute_classifier
@@ -39,6 +42,7 @@ def reference(params: Params) -> dict[str, float]:
         artifacts.write_npy(artifacts.REFERENCE_INCEPTION, f_test.numpy())
         metrics = reference_scores(f_train, f_test, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
                                    seed=params.seed)
+        metrics.update(codec_baselines(test.images[:cfg.nll_images].numpy()))  # uint8 NHWC, as prepared
         classifier = load_attribute_classifier(rt.device)
         if classifier is not None:  # the classifier-feature floor, at evaluate's sample_quality sizes
             n = min(cfg.num_samples, len(test), len(train))

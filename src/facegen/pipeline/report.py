@@ -225,6 +225,8 @@ def section_views(report: Report) -> list[SectionView]:
         said += [f"**{r.label}** is a detail row here: {r.detail}." for r in rows if r.detail]
         if any(r.metric.endswith("_inception") for r in rows):
             said.append(_sample_counts(report))
+        if nll := next((r for r in rows if r.metric == "nll_bits_per_dim"), None):
+            said.append(_likelihood_baselines(report, nll))
         figure = None if section.figure in FIRST_SCREEN else report.comparison.get(section.figure or "")
         views.append(SectionView(section, rows, said, figure))
     return views
@@ -250,6 +252,31 @@ def _tally(report: Report) -> str:
     """The win count over headline rows: kept below the tables (the answer is the first screen)."""
     ranked = ", ".join(f"{fam} {len(rows)}" for fam, rows in sorted(report.tally.items(), key=lambda kv: -len(kv[1])))
     return f"Headline rows won beyond noise, per family: {ranked or 'none'}."
+
+
+CODEC_NAMES = {"codec_png_bits_per_dim": "PNG", "codec_webp_bits_per_dim": "lossless WebP"}
+
+
+def _likelihood_baselines(report: Report, nll: Row) -> str:
+    """The NLL row beside its baselines on the same test faces: uniform (8 bits/dim) and the lossless
+    codecs the reference stage measured (``evaluation/codec.py``), and how far each family's bound
+    still falls from the NLL row's k to the IWAE curve's largest k (``iwae_curve.png``)."""
+    codecs = {name: report.reference[key] for key, name in CODEC_NAMES.items() if key in report.reference}
+    text = ("Baselines on the same test faces (bits/dim): uniform 8"
+            + "".join(f", {name} {fmt(v)}" for name, v in codecs.items()) + ".")
+    if codecs and nll.values:
+        fam = min(nll.values, key=nll.values.__getitem__)
+        name = min(codecs, key=codecs.__getitem__)
+        gap = nll.values[fam] - codecs[name]
+        text += (f" The best bound, {fam}'s {fmt(nll.values[fam])}, is {fmt(abs(gap))} bits/dim "
+                 f"{'above' if gap > 0 else 'below'} {name}.")
+    gaps = {r.family: r.metrics["iwae_gap_at_nll_k_bits_per_dim"] for r in report.families
+            if "iwae_gap_at_nll_k_bits_per_dim" in r.metrics}
+    if gaps:
+        text += (" With more importance samples the bound still falls by "
+                 + ", ".join(f"{fmt(g)} ({fam})" for fam, g in gaps.items())
+                 + " bits/dim on the IWAE curve's faces (each family's iwae_curve.png).")
+    return text
 
 
 def _reference_cell(report: Report, row: Row) -> str:

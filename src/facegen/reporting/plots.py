@@ -55,3 +55,26 @@ def plot_diversity(dists: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Pa
     fig.suptitle(f"{family} sample diversity: sample pairs closer than real pairs (histogram shifted left) "
                  "flag mode collapse or washed-out samples", fontsize=9)
     return save_figure(fig, path, dpi=90)
+
+
+def plot_iwae_curve(ks: list[int], bits: list[float], baselines: dict[str, float], path: Path, title: str,
+                    tolerance: float) -> Path:
+    """The IWAE bound (bits/dim) against k on a log2 axis, in two panels: beside the ``baselines``
+    (name -> bits/dim, e.g. uniform 8.0 and lossless codecs) on one scale, where the whole curve
+    moves by less than a line's width; and alone, zoomed, with the band ``tolerance`` above the
+    largest k's bound that defines where the curve is flat."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax in axes:
+        ax.plot(ks, bits, marker="o", label="IWAE bound")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (importance samples)")
+        ax.set_ylabel("bits/dim (lower is better)")
+    for (name, value), style in zip(baselines.items(), ("--", ":", "-.", "--")):
+        axes[0].axhline(value, linestyle=style, color="grey", linewidth=1)
+        axes[0].annotate(f"{name} {value:.2f}", (ks[0], value), textcoords="offset points", xytext=(2, 2), fontsize=7)
+    axes[0].set_title("against the baselines", fontsize=9)
+    axes[1].axhspan(bits[-1], bits[-1] + tolerance, color="tab:green", alpha=0.2, label=f"within {tolerance:g} of k = {ks[-1]}")
+    axes[1].set_title("zoomed", fontsize=9)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path, dpi=90)
