@@ -27,9 +27,10 @@ Here every family is scored by a **strength sweep in comparable units**:
   that mostly moves through them. ``chance_directions`` directions are drawn and face ``i`` moves
   along direction ``i mod chance_directions`` (``chance_owner``), decoded once with each sign and
   reused for every target attribute (the sign rule picks per face). The chance curve is thus the
-  mean over (face, random direction) pairs, as before, but one pair per face: its spread between
-  draws comes mostly from the directions, which are ``chance_directions`` (16 by default: 4 gave
-  an sd of 0.12), at the cost of two attribute sweeps instead of ``2 * chance_directions``.
+  mean over (face, random direction) pairs, as when every face moved along every direction, but
+  with one pair per face: its spread between draws comes mostly from the directions, so it is their
+  number that counts (16 by default; 4 let a per-attribute chance value move by up to 0.12 between
+  runs), at the cost of two attribute sweeps instead of ``2 * chance_directions``.
 * **categorical attributes**: some attributes are the values of one categorical factor (hair
   colour: the embedded faces are blond, black, brown or grey haired, exactly one, so Blond_Hair and
   Black_Hair are never both on). A correct Blond_Hair edit of a black-haired face must switch
