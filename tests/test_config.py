@@ -31,6 +31,12 @@ def test_repo_params_load_and_round_trip():
     (lambda p: p.update(sede=1), "unknown key sede"),
     (lambda p: p["models"]["vae"]["train"].update(epochs=2.5), "models.vae.train.epochs must be an integer"),
     (lambda p: p["runtime"].update(channels_last="yes"), "runtime.channels_last must be true or false"),
+    (lambda p: p["evaluate"].update(edit_exclusive_groups=[["Blond_Hair", "Blond_Hiar"]]),
+     "evaluate.edit_exclusive_groups has ['Blond_Hiar'], not CelebA attribute names"),
+    (lambda p: p["evaluate"].update(edit_exclusive_groups=[["Blond_Hair"]]), "each group lists >= 2 different"),
+    (lambda p: p["evaluate"].update(edit_exclusive_groups=[["Blond_Hair", "Black_Hair"], ["Gray_Hair", "Black_Hair"]]),
+     "['Black_Hair'] in two groups"),
+    (lambda p: p["evaluate"].update(edit_exclusive_groups="Blond_Hair"), "evaluate.edit_exclusive_groups must be a list"),
 ])
 def test_bad_values_name_the_key(mutate, message):
     params = base()

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from facegen.evaluation.editing import (budget_auc, edit_sweep, latent_scale, opposite_edit, random_directions,
-                                        success_within_budget, unit)
+from facegen.evaluation.editing import (budget_auc, chance_owner, edit_sweep, latent_scale, opposite_edit,
+                                        preserved_attributes, random_directions, success_within_budget, unit)
 
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -175,3 +175,55 @@ def test_plot_edit_curves_writes_a_png(z, tmp_path):
 def test_the_figure_module_does_not_import_torch():
     code = "import sys, facegen.reporting.edit_curves; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- categorical attributes (evaluate.edit_exclusive_groups) ----------------------------------------
+class HairJudge:
+    """One categorical factor, two values: Blond = channel 0 bright, Black = channel 0 dark (exactly one
+    of them, as hair colour on two-colour faces); Smiling = channel 1 bright."""
+
+    attributes = ("Blond", "Black", "Smiling")
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        m = images.mean((2, 3))
+        return torch.sigmoid(50 * torch.stack([m[:, 0] - 0.5, 0.5 - m[:, 0], m[:, 1] - 0.5], 1))
+
+
+def hair_sweep(z, groups):
+    return edit_sweep(toy_decode, HairJudge(), z, {"Blond": CLEAN, "Smiling": torch.tensor([0.0, 1.0, 0.0])},
+                      torch.Generator().manual_seed(0), alphas=ALPHAS, exclusive_groups=groups)
+
+
+def test_an_edit_within_a_categorical_group_is_not_charged_for_the_other_values(z):
+    charged, fair = hair_sweep(z, ()), hair_sweep(z, [["Blond", "Black"]])
+    # A perfect Blond edit switches Black too: counted as a preservation failure it halves the score...
+    assert charged.curves["attributes"]["Blond"]["success"][-1] == 1.0
+    assert charged.curves["attributes"]["Blond"]["preservation"][-1] == pytest.approx(0.5)
+    assert charged.metrics["edit_success_at_pres90_Blond"] < 0.5
+    # ... and with the group declared only Smiling is "another attribute": it never moves.
+    assert fair.curves["attributes"]["Blond"]["preservation"] == [1.0] * (len(ALPHAS) + 1)
+    assert fair.metrics["edit_success_at_pres90_Blond"] == 1.0
+    assert fair.curves["exclusive_groups"] == [["Blond", "Black"]]
+    # The chance line follows the same rule: charged, Black is kept exactly where Blond did not flip, so
+    # its preservation is the mean of (1 - success) and Smiling's kept rate, which alone is the fair one.
+    fair_chance, charged_chance = fair.curves["chance"]["Blond"], charged.curves["chance"]["Blond"]
+    assert fair_chance["success"] == charged_chance["success"]
+    for s, kept, both in zip(fair_chance["success"], fair_chance["preservation"], charged_chance["preservation"]):
+        assert both == pytest.approx((1 - s + kept) / 2)
+    # An attribute outside the group is scored as before.
+    assert fair.curves["attributes"]["Smiling"] == charged.curves["attributes"]["Smiling"]
+    assert fair.curves["chance"]["Smiling"] == charged.curves["chance"]["Smiling"]
+
+
+def test_preserved_attributes_leave_out_the_target_and_its_group():
+    judged = ("Smiling", "Blond_Hair", "Black_Hair", "Male")
+    groups = [("Blond_Hair", "Black_Hair")]
+    assert preserved_attributes(judged, "Blond_Hair", groups) == [0, 3]
+    assert preserved_attributes(judged, "Smiling", groups) == [1, 2, 3]
+    assert preserved_attributes(judged, "Blond_Hair") == [0, 2, 3]
+
+
+def test_each_face_moves_along_one_of_the_chance_directions(z):
+    assert chance_owner(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert sweep(z, {"A": CLEAN}, chance_directions=16).curves["chance_directions"] == 16
+    assert sweep(z[:5], {"A": CLEAN}, chance_directions=16).curves["chance_directions"] == 5  # one per face at most

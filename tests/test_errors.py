@@ -174,6 +174,8 @@ PARAM_CASES = {
     "negative beta": ({"models": {"vae": {"beta": -1.0}}}, ["models.vae.beta must be >= 0"]),
     "image size not a power of 2": ({"data": {"image_size": 48}}, ["data.image_size must be a power of 2"]),
     "unknown attribute name": ({"data": {"attributes": ["Smilling"]}}, ["not CelebA attribute names", "Smiling"]),
+    "bad categorical group": ({"evaluate": {"edit_exclusive_groups": [["Blond_Hair", "Blond_Hiar"]]}},
+                              ["evaluate.edit_exclusive_groups has ['Blond_Hiar'], not CelebA attribute names"]),
     "CUDA graphs on the CPU": ({"runtime": {"compile": True, "compile_mode": "reduce-overhead"}},
                                ["runtime.compile_mode reduce-overhead replays CUDA graphs", "compile_mode: default"]),
 }

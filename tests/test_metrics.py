@@ -178,3 +178,35 @@ def test_chunked_ssim_equals_torchmetrics_on_the_whole_batch():
     y = (x + 0.2 * torch.rand(37, 3, 16, 16, generator=gen)).clamp(0, 1)
     whole = structural_similarity_index_measure(y, x, data_range=1.0)
     assert torch.allclose(_ssim(y, x, chunk=8), whole, atol=1e-6)
+
+
+def test_judge_accuracy_reuses_the_inversions_of_reconstruction(rt, tmp_path, monkeypatch):
+    """A GAN reconstructs by latent optimisation: judge_accuracy scores the same num_inversions faces
+    reconstruction inverted, without inverting them again."""
+    from facegen.config import DCGANConfig, EvaluateConfig
+    from facegen.evaluation.analyses import judge_accuracy, reconstruction
+    from facegen.evaluation.context import EvalContext
+    from facegen.models import build
+    from tests.conftest import ATTRS, make_split
+
+    torch.manual_seed(0)
+    model = build("dcgan", DCGANConfig(nz=8, ngf=8, ndf=8, inversion_steps=3, inversion_restarts=1), 16).eval()
+    calls = []
+    invert = model.reconstruct
+    monkeypatch.setattr(model, "reconstruct", lambda x: calls.append(len(x)) or invert(x))
+    classifier = AttributeClassifier(ATTRS, ClassifierConfig(width=4), 16).eval()
+    ctx = EvalContext(model=model, family="dcgan", train=make_split(32, 16), test=make_split(40, 16, seed=1),
+                      cfg=EvaluateConfig(num_samples=16, batch_size=8, num_inversions=12, grid_size=2), rt=rt,
+                      seed=0, out_dir=tmp_path, classifier=classifier)
+    recon = reconstruction(ctx)
+    judged = judge_accuracy(ctx)
+    assert sum(calls) == 12  # inverted once, in batches of 8
+    assert set(judged) == {"judge_accuracy_real", "judge_accuracy_recon",
+                           *(f"judge_accuracy_{k}_{a}" for k in ("real", "recon") for a in ATTRS)}
+    truth = ctx.test.attrs[:12].bool()
+    x = ctx.test_images(12)
+    expected = ((classifier.predict_proba(x) > 0.5) == truth).float().mean()
+    assert judged["judge_accuracy_real"] == pytest.approx(float(expected))
+    assert recon["recon_mse"] > 0
+    ctx.classifier = None
+    assert judge_accuracy(ctx) == {} and any("Judge accuracy on reconstructions skipped" in n for n in ctx.notes)

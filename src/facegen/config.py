@@ -226,11 +226,15 @@ class EvaluateConfig:
     kid_subsets: int = field(default=50, metadata=rng(ge=1))
     kid_subset_size: int = field(default=500, metadata=rng(ge=2))  # capped at the number of samples
     prdc_k: int = field(default=5, metadata=rng(ge=1))  # k-th neighbour radius of precision/recall/density/coverage
-    edit_faces: int = field(default=128, metadata=rng(ge=2))  # faces edited per attribute (>= 2: the step unit needs two)
+    edit_faces: int = field(default=512, metadata=rng(ge=2))  # faces edited per attribute (>= 2: the step unit needs two)
     # Edit strengths, for every family: a unit direction times alpha times the mean distance between
     # two start latents ("fraction of the way to another face"), so families are compared at matched strength.
     edit_alphas: tuple[float, ...] = (0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)  # the sweep of the edit metrics
-    edit_chance_directions: int = field(default=4, metadata=rng(ge=1))  # random face-to-face directions (chance line)
+    edit_chance_directions: int = field(default=16, metadata=rng(ge=1))  # random face-to-face directions (chance line)
+    # Attributes that are the values of one categorical factor (hair colour on the embedded faces):
+    # an edit of one member is not charged for flipping the others (evaluation/editing.py). Names
+    # outside data.attributes are allowed (and ignored), so changing data.attributes needs no edit here.
+    edit_exclusive_groups: tuple[tuple[str, ...], ...] = (("Blond_Hair", "Black_Hair"),)
     edit_figure_alphas: tuple[float, ...] = (-0.25, 0.0, 0.125, 0.25, 0.5)  # attribute_<Attr>.png columns
     identity_faces: int = field(default=64, metadata=rng(ge=1))  # test faces scored by face descriptor (real CelebA only)
     disentanglement_train: int = field(default=2000, metadata=rng(ge=10))  # train codes fitting MIG/DCI/SAP
@@ -241,6 +245,16 @@ class EvaluateConfig:
         if len(a) < 5 or a[0] <= 0 or any(y <= x for x, y in zip(a, a[1:])):
             raise ConfigError("params.yaml: evaluate.edit_alphas must list >= 5 positive, strictly increasing "
                               f"steps, got {list(a)}")
+        key = "params.yaml: evaluate.edit_exclusive_groups"
+        seen: set[str] = set()
+        for group in self.edit_exclusive_groups:
+            if len(set(group)) < 2:
+                raise ConfigError(f"{key}: each group lists >= 2 different attributes, got {list(group)}")
+            if unknown := [n for n in group if n not in CELEBA_ATTRIBUTES]:
+                raise ConfigError(f"{key} has {unknown}, not CelebA attribute names")
+            if twice := sorted(seen.intersection(group)):
+                raise ConfigError(f"{key}: {twice} in two groups (a group is one categorical factor)")
+            seen.update(group)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from facegen.evaluation.context import EvalContext
 from facegen.evaluation.disentanglement import disentanglement_scores
 from facegen.evaluation.diversity import pairwise_distances
 from facegen.evaluation.distribution import frechet_distance, kernel_distance, precision_recall_density_coverage
-from facegen.evaluation.editing import edit_sweep, latent_scale, opposite_edit, unit
+from facegen.evaluation.editing import edit_sweep, judge_readability, latent_scale, opposite_edit, unit
 from facegen.evaluation.identity import identity_scores, identity_unavailable
 from facegen.evaluation.inception import inception_features, inception_scores
 from facegen.evaluation.likelihood import IWAE_FLAT_TOLERANCE, conditional_code_nll_bits_per_dim, iwae_curve, \
@@ -59,12 +59,23 @@ def _ssim(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
     return torch.cat(per_image).mean()
 
 
+def _test_reconstructions(ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test faces ``reconstruction`` scores and the family's reconstructions of them, both
+    (N, 3, H, W) float in [0, 1] on the device: the whole split for an encoder, the first
+    ``num_inversions`` for latent optimisation. Computed once per context (``reconstruction`` and
+    ``judge_accuracy`` both read them; a GAN inversion is among the stage's costliest steps). Only the
+    reconstructions are kept: the faces are re-read, which costs next to nothing."""
+    if "reconstructions" not in ctx.shared:
+        n = len(ctx.test) if ctx.model.reconstruction_method == "encoder" else min(len(ctx.test), ctx.cfg.num_inversions)
+        ctx.shared["reconstructions"] = _batched(ctx, ctx.model.reconstruct, ctx.test_images(n)).clamp(0, 1)
+    recon = ctx.shared["reconstructions"]
+    return ctx.test_images(len(recon)).float(), recon
+
+
 def reconstruction(ctx: EvalContext) -> dict[str, float]:
     """Test-set reconstruction error and a grid (top: originals, bottom: reconstructions)."""
-    n = len(ctx.test) if ctx.model.reconstruction_method == "encoder" else min(len(ctx.test), ctx.cfg.num_inversions)
-    x = ctx.test_images(n)
-    recon = _batched(ctx, ctx.model.reconstruct, x).clamp(0, 1)
-    x = x.float()
+    x, recon = _test_reconstructions(ctx)
+    n = len(x)
     k = ctx.cfg.grid_size
     save_grid(torch.cat([x[:k], recon[:k]]), ctx.out_dir / "reconstructions.png", nrow=k)
     if ctx.model.reconstruction_method != "encoder":
@@ -76,6 +87,19 @@ def reconstruction(ctx: EvalContext) -> dict[str, float]:
         "recon_psnr": float((-10 * torch.log10(per_image_mse)).mean()),
         "recon_ssim": float(_ssim(recon, x, ctx.cfg.batch_size)),
     }
+
+
+def judge_accuracy(ctx: EvalContext) -> dict[str, float]:
+    """The attribute classifier's accuracy against the true labels on the test faces ``reconstruction``
+    scores and on this family's reconstructions of them (``editing.judge_readability``): whether the
+    judge of the edit scores can read this family's decodes; a note when it cannot."""
+    if ctx.classifier is None:
+        ctx.notes.append("Judge accuracy on reconstructions skipped: no attribute classifier (run train_classifier).")
+        return {}
+    x, recon = _test_reconstructions(ctx)
+    result = judge_readability(ctx.classifier, x, recon, ctx.test.attrs[:len(x)], ctx.test.attr_names, ctx.family)
+    ctx.notes.extend(result.notes)
+    return result.metrics
 
 
 def samples(ctx: EvalContext) -> dict[str, float]:
@@ -221,7 +245,7 @@ def attribute_edits(ctx: EvalContext) -> dict[str, float]:
     if unknown:
         ctx.notes.append(f"Edits of {unknown} not scored: the classifier was trained without them.")
     sweep = edit_sweep(decode, ctx.classifier, z, setup.directions, ctx.generator(7), ctx.cfg.edit_alphas,
-                       ctx.cfg.edit_chance_directions)
+                       ctx.cfg.edit_chance_directions, exclusive_groups=ctx.cfg.edit_exclusive_groups)
     ctx.notes.extend(sweep.notes)
     if sweep.curves:
         artifacts.write_json(sweep.curves, ctx.out_dir / artifacts.EDIT_CURVES)
@@ -467,6 +491,7 @@ def code_likelihood(ctx: EvalContext) -> dict[str, float]:
 # (capability required, analysis). Order matters only for the order of figures in the report.
 ANALYSES: list[tuple[str | None, Analysis]] = [
     (RECONSTRUCT, reconstruction),
+    (RECONSTRUCT, judge_accuracy),  # reuses reconstruction's decodes (and a GAN's inversions)
     (None, samples),
     (None, sample_quality),
     (ENCODE, interpolation),

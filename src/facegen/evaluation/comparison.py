@@ -93,9 +93,12 @@ SECTIONS = (
              "code_nll_conditional_bits_per_dim"), None,
             "A uniform model over the 256 levels scores 8.0 bits/dim. GANs define no likelihood."),
     Section("Attribute editing", "Can an attribute be changed by moving in the latent space without changing the others?",
-            ("edit_success_at_pres90_mean", "edit_success_auc_mean", "edit_chance_at_pres90_mean"), "edit_curves",
+            ("edit_success_at_pres90_mean", "edit_success_auc_mean", "edit_chance_at_pres90_mean",
+             "judge_accuracy_real", "judge_accuracy_recon"), "edit_curves",
             "Success is read off each family's strength sweep where 90% of the other attributes are still kept; "
-            "'chance' is the same for random face-to-face directions.", names_rate=True),
+            "'chance' is the same for random face-to-face directions. The judge (the attribute classifier) is "
+            "scored on test faces and on each family's reconstructions of them: a judge that cannot read a "
+            "family's decodes cannot score its edits.", names_rate=True),
     Section("Disentanglement", "Does each latent dimension capture one ground-truth factor (synthetic data only)?",
             ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "active_dims")),
     Section("Cost", "What does each family cost?", ("num_parameters",), None,

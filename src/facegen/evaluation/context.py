@@ -36,9 +36,9 @@ class EvalContext:
     # Run-dependent measurements (sampling speed): logged to MLflow and the log, never returned as
     # metrics, because metrics/<family>.json is a DVC output and must be a function of its inputs.
     timings: dict[str, float] = field(default_factory=dict)
-    # What several analyses need and one computes (the edit set-up: attribute directions; the face
-    # template of the identity analyses), kept so the later ones reuse it; safe because each
-    # analysis draws from its own seeded generator.
+    # What several analyses need and one computes (the edit set-up: attribute directions; the test
+    # reconstructions, GAN inversions included; the face template of the identity analyses), kept so
+    # the later ones reuse it; safe because each analysis draws from its own seeded generator.
     shared: dict[str, Any] = field(default_factory=dict)
 
     def generator(self, offset: int = 0) -> torch.Generator:
