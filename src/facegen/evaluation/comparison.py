@@ -178,6 +178,13 @@ def _comparison(best: str, b: float, second: str, s: float, direction: str) -> s
     return f"{best} is best ({fmt(b)}), ahead of {second} ({fmt(s)}) by {fmt(diff)}"
 
 
+def _unmeasured(noise: Noise | None, metric: str, *ranked: tuple[str, float]) -> bool:
+    """Whether two different values cannot be ranked because a family has no measured spread for
+    ``metric`` (not the same as "within noise": the noise is unknown)."""
+    (a, va), (b, vb) = ranked
+    return noise is not None and va != vb and (measured(noise, a, metric) is None or measured(noise, b, metric) is None)
+
+
 def sentence(row: Row, specs: MetricSpecs, noise: Noise | None) -> str:
     """One Markdown sentence on a headline row: best (with the gap), tie, or the only family that has it."""
     if len(row.values) == 1:
@@ -186,8 +193,7 @@ def sentence(row: Row, specs: MetricSpecs, noise: Noise | None) -> str:
     best, second = _ranked(row.metric, row.values, specs)[:2]
     b, s = row.values[best], row.values[second]
     if row.best is None:  # the top two are not separated
-        if noise is not None and b != s and (measured(noise, best, row.metric) is None
-                                             or measured(noise, second, row.metric) is None):
+        if _unmeasured(noise, row.metric, (best, b), (second, s)):
             return (f"**{row.label}**: not ranked, {best} ({fmt(b)}) vs {second} ({fmt(s)}): no measured "
                     "run-to-run spread to tell the gap from noise.")
         why = "within run-to-run noise" if noise is not None and b != s else "exactly"
@@ -235,8 +241,9 @@ def rate_gap(metrics: dict[str, dict[str, float]], a: str, b: str) -> str:
                          for fam, r in ((a, ra), (b, rb)))
     if min(ra, rb) <= 0:
         return f"{a}'s latent carries {fmt(ra)} bits/image, {b}'s {fmt(rb)}"
-    more = "" if ra >= rb else " fewer"
-    return f"{a}'s latent carries {max(ra, rb) / min(ra, rb):.1f}×{more} {b}'s bits ({fmt(ra)} vs {fmt(rb)} bits/image)"
+    ratio = f"{max(ra, rb) / min(ra, rb):.1f}×"
+    how = f"{ratio} {b}'s bits" if ra >= rb else f"{ratio} fewer bits than {b}'s"
+    return f"{a}'s latent carries {how} ({fmt(ra)} vs {fmt(rb)} bits/image)"
 
 
 def rate_sentence(row: Row, metrics: dict[str, dict[str, float]], specs: MetricSpecs) -> str | None:
@@ -290,8 +297,12 @@ def answer(metrics: dict[str, dict[str, float]], specs: MetricSpecs, noise: Nois
         gap = f" ({b - s:+.1f} dB)" if metric == "recon_psnr" else ""
         said = f"{row.label} {first} {fmt(b)} vs {second} {fmt(s)}{gap}{_floor(reference or {}, metrics, first, metric)}"
         rate = rate_gap(metrics, first, second)
-        head = (f"**For {purpose} use {first}**" if row.best == first
-                else f"**For {purpose}** no family is ahead beyond run-to-run noise")
+        if row.best == first:
+            head = f"**For {purpose} use {first}**"
+        elif _unmeasured(noise, metric, (first, b), (second, s)):
+            head = f"**For {purpose}** {first} leads, not yet ranked (no measured run-to-run spread for the gap)"
+        else:
+            head = f"**For {purpose}** no family is ahead beyond run-to-run noise"
         lines.append(f"{head}: {said}" + (f"; {rate}" if rate else "") + ".")
     params = {fam: m["num_parameters"] for fam, m in metrics.items() if "num_parameters" in m}
     if params:
