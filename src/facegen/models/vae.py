@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facegen import distributed
 from facegen.config import VAEConfig
 from facegen.data.dataset import Batch
 from facegen.models.base import (EDIT, ENCODE, LIKELIHOOD, RECONSTRUCT, TRAVERSE, GenerativeModel,
@@ -93,11 +94,18 @@ class DecoderScale(nn.Module):
         """−log N(x; mean, σ²I) per image in nats, summed over all dimensions, (N,) float32.
 
         ``x``, ``mean``: (N, C, H, W). In training mode an ``optimal`` scale is this batch's RMS
-        error (detached: at the optimum its gradient is zero anyway) and updates the running σ."""
+        error (detached: at the optimum its gradient is zero anyway; under torchrun the global
+        batch's, so every rank keeps the same running σ) and updates the running σ."""
         err2 = (x.float() - mean.float()).pow(2)
         if self.mode == "optimal" and self.training:
             dims = (0, 2, 3) if self.log_sigma.numel() > 1 else (0, 1, 2, 3)
-            mse = err2.detach().mean(dims).clamp_min(math.exp(2 * LOG_SIGMA_MIN))
+            mse = err2.detach().mean(dims)
+            if distributed.group_size() > 1:  # torchrun: the global batch's MSE, as one process on it sees
+                count = torch.full((1,), err2.numel() / mse.numel(), device=mse.device)
+                total = torch.cat([mse * count, count])
+                distributed.sum_across_ranks_(total)
+                mse = total[:-1] / total[-1]
+            mse = mse.clamp_min(math.exp(2 * LOG_SIGMA_MIN))
             log_sigma = 0.5 * mse.log()
             with torch.no_grad():
                 running = (1 - SIGMA_MOMENTUM) * torch.exp(2 * self.log_sigma) + SIGMA_MOMENTUM * mse
