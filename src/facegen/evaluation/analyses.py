@@ -435,8 +435,9 @@ def disentanglement(ctx: EvalContext) -> dict[str, float]:
 
 
 def likelihood(ctx: EvalContext) -> dict[str, float]:
-    """Test NLL in bits/dim, ELBO and its terms (evaluation/likelihood.py) on the first ``nll_images``
-    test faces; the decoder's σ is fitted on the first ``nll_images`` validation faces. k =
+    """Test NLL in bits/dim, ELBO and its terms, and the rate (evaluation/likelihood.py) on the first
+    ``nll_images`` test faces, under the decoder σ the model trained; a decoder trained on plain MSE
+    gets one fitted on the first ``nll_images`` validation faces. k =
     ``nll_importance_samples`` draws per face (one for a point-mass posterior, the VQ-VAE's).
     fp32, no autocast: bf16 decoder means are as coarse as the 8-bit bins being scored.
     Computed once per context: ``iwae_curve`` scores the same decoder (its σ)."""
