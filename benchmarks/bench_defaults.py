@@ -10,6 +10,10 @@ cheap to compare. Overrides are a JSON object merged into the family's params se
 
 Each run appends one JSON line (config, training seconds, last epoch's losses, metrics) to
 ``benchmarks/results/defaults.jsonl``. Time nothing else meanwhile: training seconds are recorded.
+
+Screening runs on its own seeds (``SCREEN_SEEDS``, ``--seed`` picks one; the first by default), never
+on the evaluation seeds of the committed run and the recorded runs (params.yaml's ``seed`` and the
+next three, ``bench_noise``): a default chosen on a seed would flatter that seed's numbers.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from facegen.runtime import seed_everything, setup_runtime
 from facegen.training.loop import fit
 
 RESULTS = Path(__file__).parent / "results" / "defaults.jsonl"
+SCREEN_SEEDS = (1234, 1)  # the seeds every default in docs/defaults.md was screened on
 
 
 def override(cfg: Any, changes: dict[str, Any]) -> Any:
@@ -53,11 +58,10 @@ def main() -> None:
     ap.add_argument("--set", default="{}", help="JSON overrides of models.<family>")
     ap.add_argument("--analyses", default="reconstruction", help="comma-separated evaluation.analyses functions")
     ap.add_argument("--precision", default=None, help="runtime.precision override (default: params.yaml)")
-    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=SCREEN_SEEDS[0], choices=SCREEN_SEEDS,
+                    help="a screening seed (default: %(default)s); evaluation seeds are not for screening")
     args = ap.parse_args()
-    params = load_params(Path("params.yaml"))
-    if args.seed is not None:
-        params = dataclasses.replace(params, seed=args.seed)
+    params = dataclasses.replace(load_params(Path("params.yaml")), seed=args.seed)
     runtime = params.runtime if args.precision is None else dataclasses.replace(params.runtime, precision=args.precision)
     rt = setup_runtime(runtime)
     seed_everything(params.seed)

@@ -5,32 +5,36 @@ the arithmetic changes: a rerun on another CPU kind (fp32 on AVX2-only CPUs, bf1
 AVX-512 BF16 / AMX ones) drifts like a new seed, and an adversarial game does so most. So this
 script trains and evaluates every family of the default ``params.yaml``
 
-- once per seed in ``--seeds`` (default: the committed ``seed``, 1, 2 and 3) at ``runtime.precision: auto``
-  (what a plain ``dvc repro`` picks on this machine), and
-- once per seed in ``--other-seeds`` (default: the committed seed, 1 and 2) in the *other* precision (fp32
-  where ``auto`` is bf16, forced bf16 autocast where ``auto`` is fp32: it runs on any CPU, only
-  slower),
+- once per seed in ``--seeds`` (default: the committed ``seed`` and the next three) at
+  ``runtime.precision: auto`` (what a plain ``dvc repro`` picks on this machine), and
+- once per seed in ``--other-seeds`` (default: the committed seed and the next two) in the *other*
+  precision (fp32 where ``auto`` is bf16, forced bf16 autocast where ``auto`` is fp32: it runs on
+  any CPU, only slower),
+
+The seeds are evaluation seeds: the defaults were screened on others (``bench_defaults`` uses
+``SCREEN_SEEDS``; docs/defaults.md), so the recorded runs do not flatter the defaults.
 
 on one prepared dataset (``prepare`` runs once with the committed seed: the data is an input of
-the comparison, not part of its noise), then writes per ``<file>:<metric>`` the mean, standard
-deviation (n-1), min, max and n over all runs, with the per-run values and the command and machine
-in the header. It runs in a throw-away copy of the repository (like ``bench_pipeline``), the
+the comparison, not part of its noise), then writes per ``<file>:<metric>`` every run's value and
+their mean, standard deviation (n-1), min, max and n, with the command, the machine, the committed
+run's seed, precision and machine kind, and the params fingerprint in the header
+(``facegen.comparison.noise``). It runs in a throw-away copy of the repository (like ``bench_pipeline``), the
 stages one after another with the same commands ``dvc.yaml`` uses, importing the copy's ``src/``.
 Seven runs: ~2 h on 2 idle cores (a Xeon with AMX: 13–19 min per bf16 run, 20–25 min for fp32); partial
 results are kept after each run in ``benchmarks/results/noise_runs.json``, and ``--resume``
 continues from them.
 
-Run: ``python -m benchmarks.bench_noise [--seeds 1234 1 2 3] [--other-seeds 1234 1 2] [--workspace-run]``
-(seven runs: the gate's band narrows with every run, ``facegen.evaluation.noise``)
+Run: ``python -m benchmarks.bench_noise [--seeds 101 102 103 104] [--other-seeds 101 102 103] [--workspace-run]``
+(seven runs: the gate's band narrows with every run, ``facegen.comparison.bands``)
 
 ``--workspace-run`` records the committed-seed auto run from this checkout's own ``dvc repro``
 outputs (``metrics/*.json``, which ``dvc.lock`` pins) instead of repeating it in the copy: the
 same stages, params and machine, so the same numbers (runs are deterministic), one run less.
 
-``--check-other-precision`` (no training) replays what CI on the other CPU kind does, from the
-recorded runs: it gates each other-precision run's metrics against the committed-seed auto run,
-with bands measured from all the other runs (leave-one-out: the run under test does not widen its
-own bands), and exits non-zero if any of them fails.
+``--check`` (no training) replays what CI on another machine does, from the recorded runs: it
+gates every recorded run against the committed metrics with bands from the *other* runs
+(leave-one-out: the run under test does not widen its own bands; ``ci.metric_gate.leave_one_out``),
+and exits non-zero if any of them fails.
 """
 from __future__ import annotations
 
@@ -51,8 +55,10 @@ import yaml
 
 from benchmarks.bench_pipeline import REPO, copy_repo
 from benchmarks.timing import machine
-from facegen.evaluation.noise import NOISE_FILE, summarise
-from facegen.runtime import BF16_CPU_FLAGS, cpu_flags
+from facegen.comparison.noise import NOISE_FILE, fingerprint, summarise
+from facegen.config import load_params
+from facegen.errors import FacegenError
+from facegen.runtime import BF16_CPU_FLAGS, cpu_flags, machine_kind
 
 # The stages run in this venv: a run's bytes can depend on the torch build (kernels), so each records it.
 TORCH = torch.__version__
@@ -113,61 +119,59 @@ def one_run(workdir: Path, seed: int, precision: str, resolved: str, log) -> dic
             "metrics": metrics}
 
 
-def check_other_precision(committed_seed: int) -> int:
-    """Gate each other-precision run against the committed-seed auto run; bands from the remaining runs."""
-    from facegen.ci.metric_gate import main as gate_main
+def check() -> int:
+    """Gate every recorded run against the committed metrics, bands from the other runs (leave-one-out)."""
+    from facegen.ci.metric_gate import leave_one_out
+    from facegen.comparison.noise import load_noise
+    from facegen.comparison.specs import load_specs
 
-    doc = json.loads(RUNS_FILE.read_text())
-    auto = doc["machine"]["auto_precision"]
-    base = next(r for r in doc["runs"] if r["precision"] == auto and r["seed"] == committed_seed)
+    try:
+        checked = leave_one_out(load_noise(REPO / NOISE_FILE), load_specs(REPO / "metrics_tolerances.yaml"))
+    except FacegenError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     failed = 0
-    for other in (r for r in doc["runs"] if r["precision"] != auto):
-        rest = [r for r in doc["runs"] if r is not other]
-        with tempfile.TemporaryDirectory() as tmp:
-            dirs = {}
-            for name, run in (("committed", base), ("other", other)):
-                dirs[name] = Path(tmp) / name
-                dirs[name].mkdir()
-                for file, metrics in run["metrics"].items():
-                    (dirs[name] / file).write_text(json.dumps(metrics))
-            noise = Path(tmp) / "noise.json"
-            noise.write_text(json.dumps({"metrics": summarise([r["metrics"] for r in rest])}))
-            print(f"gate: seed {other['seed']} {other['precision']} vs seed {base['seed']} {base['precision']}, "
-                  f"bands from the other {len(rest)} runs")
-            failed |= gate_main(["--metrics-dir", str(dirs["other"]), "--baseline-dir", str(dirs["committed"]),
-                                 "--noise", str(noise), "--specs", str(REPO / "metrics_tolerances.yaml")])
+    for run, verdict in checked:
+        bad = [c.key for c in verdict.regressions + verdict.unmeasured]
+        print(f"seed {run['seed']} {run['precision']}: {'FAILED ' + ', '.join(bad) if bad else 'passes'} "
+              f"({len(verdict.passed)} gated metrics within bands from the other runs)")
+        failed |= bool(bad)
     return failed
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds at precision auto (default: "
-                    "params.yaml's seed, then 1, 2 and 3)")
+                    "params.yaml's seed and the next three)")
     ap.add_argument("--other-seeds", type=int, nargs="+", default=None, help="seeds of the other-precision runs "
-                    "(default: params.yaml's seed, then 1 and 2)")
+                    "(default: params.yaml's seed and the next two)")
     ap.add_argument("--resume", action="store_true", help=f"keep the runs already in {RUNS_FILE.name}")
     ap.add_argument("--workspace-run", action="store_true",
                     help="take the committed-seed auto run from this checkout's dvc repro outputs (metrics/*.json)")
-    ap.add_argument("--check-other-precision", action="store_true",
-                    help="no training: gate each recorded other-precision run (leave-one-out bands)")
+    ap.add_argument("--check", action="store_true",
+                    help="no training: gate every recorded run against the committed metrics (leave-one-out bands)")
     args = ap.parse_args()
+    if args.check:
+        sys.exit(check())
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
-    if args.check_other_precision:
-        sys.exit(check_other_precision(committed["seed"]))
-    seeds = args.seeds or [committed["seed"], 1, 2, 3]
+    committed_seed = committed["seed"]
+    seeds = args.seeds or [committed_seed + i for i in range(4)]
     auto = "bf16" if cpu_flags() & BF16_CPU_FLAGS else "fp32"
     other = "fp32" if auto == "bf16" else "bf16"
-    plan = [(s, "auto") for s in seeds] + [(s, other) for s in args.other_seeds or [committed["seed"], 1, 2]]
-    runs: list[dict[str, object]] = json.loads(RUNS_FILE.read_text())["runs"] if args.resume and \
-        RUNS_FILE.is_file() else []
+    plan = [(s, "auto") for s in seeds] + [(s, other) for s in args.other_seeds or [committed_seed + i for i in range(3)]]
+    resumed = json.loads(RUNS_FILE.read_text()) if args.resume and RUNS_FILE.is_file() else {}
+    runs: list[dict[str, object]] = resumed.get("runs", [])
     if args.workspace_run and not any(r["seed"] == committed["seed"] and r["precision"] == auto for r in runs):
         runs.append({"seed": committed["seed"], "precision": auto, "torch": TORCH, "seconds": None,
                      "source": "workspace dvc repro",
                      "metrics": {f.name: json.loads(f.read_text()) for f in sorted((REPO / "metrics").glob("*.json"))
                                  if f.name != "summary.json"}})
-    header = {"command": shlex.join(["python", "-m", "benchmarks.bench_noise", *sys.argv[1:]]),
-              "machine": {**machine(), "bf16_flags": sorted(cpu_flags() & BF16_CPU_FLAGS), "auto_precision": auto},
-              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    # a resumed bench keeps the header of the bench it continues (its command and start)
+    header = {k: resumed[k] for k in ("command", "machine", "started") if k in resumed} or {
+        "command": shlex.join(["python", "-m", "benchmarks.bench_noise", *sys.argv[1:]]),
+        "machine": {**machine(), "bf16_flags": sorted(cpu_flags() & BF16_CPU_FLAGS), "auto_precision": auto,
+                    "kind": machine_kind("auto")},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     workdir = Path(tempfile.mkdtemp(prefix="facegen-noise-"))
     log_path = REPO / "benchmarks" / "results" / "noise.log"
     try:
@@ -185,6 +189,11 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     doc = {**header, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "params_fingerprint": fingerprint(load_params(REPO / "params.yaml")),
+           # the kind of the machine the runs were measured on (this one, for a bench recorded before kinds were)
+           "committed": {"seed": committed_seed, "precision": auto,
+                         "kind": header["machine"].get("kind") or machine_kind("auto")},
+           "stale": {},
            "runs": [{k: r[k] for k in ("seed", "precision", "torch", "seconds", "stage_seconds", "peak_rss_process_mb",
                                        "source")
                      if k in r} for r in runs],

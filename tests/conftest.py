@@ -55,3 +55,25 @@ def rt() -> Runtime:
 @pytest.fixture
 def tiny_vae_cfg() -> VAEConfig:
     return VAEConfig(latent_dim=4, widths=(8, 16), beta=1.0, train=TrainConfig(epochs=2, batch_size=16, lr=3e-3))
+
+
+def recorded(per_key: dict[str, list[float]], **kwargs) -> "Noise":
+    """A Noise from ``{"vae.json:recon_psnr": [one value per run]}`` (runs seeded 0, 1, ...; run 0 committed)."""
+    from facegen.comparison.noise import Noise
+
+    n = len(next(iter(per_key.values()))) if per_key else 0
+    return Noise(per_key, [{"seed": i, "precision": "bf16"} for i in range(n)], committed=0, **kwargs)
+
+
+def write_recorded_runs(path, runs: list[dict[str, dict[str, float]]], params=None) -> None:  # noqa: ANN001
+    """Write a noise file of ``runs`` (``[{file: {metric: value}}]``, run 0 committed) as bench_noise does;
+    with ``params``, its fingerprint (the report then trusts the runs for those params)."""
+    import json
+
+    from facegen.comparison.noise import fingerprint, summarise
+
+    doc = {"command": "test", "runs": [{"seed": i, "precision": "bf16"} for i in range(len(runs))],
+           "committed": {"seed": 0, "precision": "bf16", "kind": {}}, "metrics": summarise(runs)}
+    if params is not None:
+        doc["params_fingerprint"] = fingerprint(params)
+    path.write_text(json.dumps(doc))

@@ -39,6 +39,7 @@ LAYERS = {
     "models": 2,
     "training": 3, "latent": 3, "reporting": 3, "faces": 3,
     "evaluation": 4,
+    "comparison": 5,  # deciding between families from recorded runs: specs, noise, decisions, the report's model
     "trained": 5,  # using trained models outside the pipeline (load, photos, cached directions)
     "pipeline": 6, "ci": 6, "explore": 6,
     "cli": 7,      # the `facegen` command, whose `explore` subcommand starts the explorer

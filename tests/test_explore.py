@@ -30,14 +30,14 @@ from facegen.config import ClassifierConfig, DCGANConfig, PriorConfig, RuntimeCo
     VQVAEConfig
 from facegen.explore.engine import Explorer, check_upload_size, headline_metrics, psnr
 from facegen.explore.jobs import Jobs
-from facegen.evaluation.metric_specs import load_specs
-from facegen.evaluation.noise import load_noise
+from facegen.comparison.noise import load_noise
+from facegen.comparison.specs import load_specs
 from facegen.models.checkpoint import save_classifier, save_prior
 from facegen.models.classifier import AttributeClassifier
 from facegen.models.inversion import invert, inversion_progress
 from facegen.models.pixelcnn import PixelCNNPrior
 from facegen.runtime import setup_runtime
-from tests.conftest import ATTRS, make_split
+from tests.conftest import ATTRS, make_split, write_recorded_runs
 from tests.test_cli import SIZE, train_and_save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +74,7 @@ def make_workspace(root: Path) -> Path:
     for k, family in enumerate(FAMILIES):
         (root / "metrics" / f"{family}.json").write_text(json.dumps(
             {"recon_psnr": 20.0 + k, "kid_inception": 0.1, "edit_success_at_pres90_mean": 0.5, "iwae_k": 64.0}))
-    noise = {"metrics": {"vae.json:recon_psnr": {"mean": 20.0, "sd": 0.25, "min": 19.7, "max": 20.3, "n": 5}}}
-    (root / "metrics_noise.json").write_text(json.dumps(noise))
+    write_recorded_runs(root / "metrics_noise.json", [{"vae.json": {"recon_psnr": v}} for v in (20.0, 19.7, 20.3, 19.8, 20.2)])
     shutil.copy(ROOT / "metrics_tolerances.yaml", root / "metrics_tolerances.yaml")
     (root / "notes.txt").write_text("not an image")
     return root
@@ -130,8 +129,9 @@ def test_every_family_is_a_column_with_directions_scale_and_metrics(explorer):
     assert [d for d, _ in cols["vae"].dims] and not cols["vqvae"].dims and not cols["dcgan"].dims  # TRAVERSE only
     activity = [a for _, a in cols["vae"].dims]
     assert activity == sorted(activity, reverse=True)
-    assert cols["vae"].metrics[0] == ("Reconstruction PSNR (dB, mean per image)", "20 ± 0.5")  # 2 sd measured
-    assert ("KID (Inception, standard; unbiased)", "0.1") in cols["dcgan"].metrics  # no noise measured: no ±
+    # the report's cell: the recorded runs' mean ± its t-interval, then this run's value
+    assert cols["vae"].metrics[0] == ("Reconstruction PSNR (dB, mean per image)", "20 ± 0.32 (run 20)")
+    assert ("KID (Inception, standard; unbiased)", "0.1") in cols["dcgan"].metrics  # no runs recorded: the value
     assert not any("iwae" in label for label, _ in cols["vae"].metrics)  # not a headline metric
 
 
@@ -294,7 +294,7 @@ def test_jobs_share_work_by_key_and_report_errors():
 def test_headline_metrics_follow_the_report(ws):
     specs, noise = load_specs(ws / "metrics_tolerances.yaml"), load_noise(ws / "metrics_noise.json")
     rows = headline_metrics("vae", {"recon_psnr": 25.123, "recon_mse": 0.003, "mig": 0.05}, specs, noise)
-    assert rows == [("Reconstruction PSNR (dB, mean per image)", "25.12 ± 0.5"), ("MIG", "0.05")]
+    assert rows == [("Reconstruction PSNR (dB, mean per image)", "20 ± 0.32 (run 25.12)"), ("MIG", "0.05")]
 
 
 def test_host_and_port_errors(ws, tmp_path, capsys):

@@ -8,23 +8,45 @@ import numpy as np
 import pytest
 import torch
 
+import dataclasses
+
 from facegen import artifacts
+from facegen.comparison.noise import NOISE_FILE
+from facegen.comparison.prose import analysis, answer, pairs_text
+from facegen.comparison.rows import FID_MIN_SAMPLES, comparison_rows, headline, wins
+from facegen.comparison.specs import load_specs
+from facegen.config import EvaluateConfig, Params, load_params
 from facegen.errors import FacegenError
-from facegen.evaluation.metric_specs import load_specs
-from facegen.evaluation.noise import NOISE_FILE, Noise, Spread, summarise
-from facegen.config import EvaluateConfig
 from facegen.evaluation.analyses import side_by_side_rows
-from facegen.evaluation.comparison import FID_MIN_SAMPLES, analysis, answer, comparison_rows, headline, wins
 from facegen.evaluation.context import EvalContext
 from facegen.models import build as build_model
 from facegen.pipeline.report import SUMMARY, build, comparison_figures, write_report
 from facegen.reporting.grids import grid_array, load_strip, save_grid, save_strip
 from facegen.reporting.rate_distortion import plot_rate_distortion
 from facegen.reporting.sweep import main as collect_sweeps, plot_sweep, sweep_points
-from tests.conftest import make_split
+from tests.conftest import make_split, recorded, write_recorded_runs
 
-SPECS = load_specs(Path(__file__).resolve().parents[1] / "metrics_tolerances.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = load_specs(ROOT / "metrics_tolerances.yaml")
+PARAMS = load_params(ROOT / "params.yaml")
 FAMILIES = ["vae", "beta_vae", "dcgan"]
+JITTER = (-0.01, 0.0, 0.01)  # three runs: 1 % noise around each value, shared by every family in a run
+
+
+def params_of(families: list[str]) -> Params:
+    return dataclasses.replace(PARAMS, models={f: PARAMS.models[f] for f in families})
+
+
+def record(metrics: dict[str, dict[str, float]], families: list[str]) -> None:
+    """Recorded runs of these metrics, trusted for ``params_of(families)``."""
+    runs = [{f"{fam}.json": {k: v * (1 + d) for k, v in values.items()} for fam, values in metrics.items()}
+            for d in JITTER]
+    write_recorded_runs(NOISE_FILE, runs, params_of(families))
+
+
+def per_run(metrics: dict[str, dict[str, float]]):  # noqa: ANN201
+    """A Noise of three runs around ``metrics`` (1 % noise shared within a run: every gap separates)."""
+    return recorded({f"{fam}.json:{k}": [v * (1 + d) for d in JITTER] for fam, m in metrics.items() for k, v in m.items()})
 METRICS = {
     "vae": {"recon_mse": 0.010, "recon_psnr": 20.0, "fid_facegen": 3.0, "mig": 0.10, "num_parameters": 1e6},
     "beta_vae": {"recon_mse": 0.020, "recon_psnr": 17.0, "fid_facegen": 4.0, "mig": 0.30, "num_parameters": 1e6},
@@ -42,51 +64,57 @@ def outputs(tmp_path, monkeypatch):
         save_grid(torch.rand(4, 3, 8, 8), artifacts.report_dir(fam) / "samples.png", nrow=2)
         (artifacts.report_dir(fam) / "notes.json").write_text(json.dumps([f"{fam} note"]))
     (artifacts.METRICS / "classifier.json").write_text(json.dumps({"test_acc_Smiling": 0.9, "test_acc_mean": 0.9}))
-    # run-to-run noise of 1 % around each value: every METRICS gap is far beyond it
-    runs = [{f"{fam}.json": {k: v * (1 + d) for k, v in values.items()} for fam, values in METRICS.items()}
-            for d in (-0.01, 0.0, 0.01)]
-    NOISE_FILE.write_text(json.dumps({"metrics": summarise(runs)}))
+    record(METRICS, FAMILIES)
     return tmp_path
 
 
-def test_a_gap_within_measured_noise_is_a_tie_and_wins_nothing():
-    noise = Noise({"a.json:fid_facegen": Spread(10.0, 1.0, 9.0, 11.0, 4), "b.json:fid_facegen": Spread(11.0, 1.0, 10.0, 12.0, 4)})
-    close = {"a": {"fid_facegen": 10.0}, "b": {"fid_facegen": 12.5}}  # gap 2.5 < 2 * sqrt(2) = 2.83
-    far = {"a": {"fid_facegen": 10.0}, "b": {"fid_facegen": 13.0}}    # gap 3.0 > 2.83
-    assert comparison_rows(close, SPECS, noise)[0].best is None
-    assert comparison_rows(far, SPECS, noise)[0].best == "a"
-    text = " ".join(analysis(close, SPECS, noise))
-    assert "tie, a (10) and b (12.5) agree within run-to-run noise" in text and "(1 ties): none" in text
-    rows = comparison_rows(far, SPECS, noise)
-    assert wins(rows, ["a", "b"], SPECS) == {"a": ["fid_facegen"], "b": []}
-    unmeasured = {"a": {"fid_facegen": 1.0}, "c": {"fid_facegen": 100.0}}  # c has no measured noise
-    assert comparison_rows(unmeasured, SPECS, noise)[0].best is None
+def test_runs_that_disagree_on_the_order_are_not_separated_and_win_nothing():
+    close = recorded({"a.json:kid_inception": [0.10, 0.12, 0.11, 0.13], "b.json:kid_inception": [0.12, 0.11, 0.125, 0.12]})
+    far = recorded({"a.json:kid_inception": [0.10, 0.12, 0.11, 0.13], "b.json:kid_inception": [0.12, 0.14, 0.125, 0.16]})
+    this_run = {"a": {"kid_inception": 0.10}, "b": {"kid_inception": 0.12}}
+    assert comparison_rows(this_run, SPECS, close)[0].best is None
+    assert comparison_rows(this_run, SPECS, far)[0].best == "a"
+    text = " ".join(analysis(this_run, SPECS, close))
+    assert "not separated at α = 0.05, a 0.115 ± 0.021 vs b 0.1187 ± 0.01 over 4 runs: a better than b in 2 of 4 runs" \
+        in text and "(1 not separated or not ranked): none" in text
+    assert wins(comparison_rows(this_run, SPECS, far), ["a", "b"], SPECS) == {"a": ["kid_inception"], "b": []}
+    # a family without recorded runs makes the row not ranked, whatever this run says
+    unrecorded = {"a": {"kid_inception": 0.01}, "c": {"kid_inception": 1.0}}
+    row = comparison_rows(unrecorded, SPECS, far)[0]
+    assert row.best is None and "not ranked (no recorded runs of c)" in analysis(unrecorded, SPECS, far)[0]
 
 
 def test_wins_count_only_headline_rows():
-    rows = comparison_rows({"a": {"test_loss": 1.0, "recon_mse": 1.0, "recon_psnr": 30.0},
-                            "b": {"test_loss": 2.0, "recon_mse": 2.0, "recon_psnr": 20.0}}, SPECS)
-    # test_loss and recon_mse (the same fact as PSNR) are summary: false: one fact wins once
+    metrics = {"a": {"test_loss": 1.0, "recon_mse": 1.0, "recon_psnr": 30.0},
+               "b": {"test_loss": 2.0, "recon_mse": 2.0, "recon_psnr": 20.0}}
+    rows = comparison_rows(metrics, SPECS, per_run(metrics))
+    assert {r.metric: r.best for r in rows}["recon_mse"] == "a"  # decided, shown, but not headline
     assert wins(rows, ["a", "b"], SPECS) == {"a": ["recon_psnr"], "b": []}
 
 
 def test_rows_mark_the_best_family_by_direction():
-    rows = {r.metric: r for r in comparison_rows(METRICS, SPECS)}
+    rows = {r.metric: r for r in comparison_rows(METRICS, SPECS, per_run(METRICS))}
     assert rows["recon_mse"].best == "vae"          # lower is better
     assert rows["recon_psnr"].best == "vae"         # higher is better
     assert rows["fid_facegen"].best == "dcgan"
     assert rows["num_parameters"].best is None      # no direction
     assert rows["mig"].values.keys() == {"vae", "beta_vae"}
-    tied = comparison_rows({"a": {"edit_success_Smiling": 0.0}, "b": {"edit_success_Smiling": 0.0}}, SPECS)
-    assert tied[0].best is None  # a tie has no winner to mark
+    assert all(r.best is None for r in comparison_rows(METRICS, SPECS))  # no recorded runs: nothing decided
+    tied = {"a": {"edit_success_Smiling": 0.5}, "b": {"edit_success_Smiling": 0.5}}
+    assert comparison_rows(tied, SPECS, per_run(tied))[0].best is None  # equal in every run: no winner
 
 
-def test_analysis_is_written_from_the_numbers():
-    text = " ".join(analysis(METRICS, SPECS))
-    assert "dcgan is best (1.5), 2.0× lower than vae (3)" in text
-    assert "beta_vae is best (0.3), 3.0× higher than vae (0.1)" in text
+def test_analysis_is_written_from_the_recorded_runs():
+    text = " ".join(analysis(METRICS, SPECS, per_run(METRICS)))
+    assert ("**Reconstruction PSNR (dB, mean per image)**: **vae best**, vae 20 ± 0.5 vs beta_vae 17 ± 0.42 over 3 "
+            "runs: vae better than beta_vae in 3 of 3 runs (paired t = 173, p_Holm = ") in text
+    psnr = next(r for r in comparison_rows(METRICS, SPECS, per_run(METRICS)) if r.metric == "recon_psnr")
+    pairs = pairs_text(psnr)
+    assert pairs.startswith("**Reconstruction PSNR (dB, mean per image)**, every pair over 3 runs")
+    assert pairs.count(" better than ") == 3 and "dcgan better than" not in pairs  # 3 pairs, oriented best-first
     swapped = {"vae": METRICS["beta_vae"], "beta_vae": METRICS["vae"]}
-    assert "**Reconstruction PSNR (dB, mean per image)**: beta_vae is best" in " ".join(analysis(swapped, SPECS))
+    assert "**Reconstruction PSNR (dB, mean per image)**: **beta_vae best**" in " ".join(
+        analysis(swapped, SPECS, per_run(swapped)))
 
 
 def _check_rendered(missing: list[str]) -> str:
@@ -101,39 +129,51 @@ def _check_rendered(missing: list[str]) -> str:
 
 
 def test_report_renders_with_every_family(outputs):
-    report = build(FAMILIES, SPECS, {}, ["a global note"])
+    report = build(params_of(FAMILIES), SPECS, {}, ["a global note"])
     write_report(report)
     page = _check_rendered([])
     for fam in FAMILIES:
         assert f"{fam} note" in page and f"<th>{fam}</th>" in page
     assert "mean test accuracy 90.0%" in page and "a global note" in page
-    assert json.loads(SUMMARY.read_text())["best"]["fid_facegen"] == "dcgan"
+    summary = json.loads(SUMMARY.read_text())
+    assert summary["best"] == {"recon_psnr": "vae", "mig": "beta_vae"}  # the headline rows it has
+    assert summary["decisions"]["recon_psnr"]["lead"] == "vae better than beta_vae in 3 of 3 runs"
 
 
-def test_report_is_one_section_per_question_with_intervals_floors_and_ties(outputs):
-    """Each question gets its table (value ± measured interval, the real-vs-real floor where one
-    exists) and computed sentences; a gap inside the noise is written as a tie, never a win."""
+def test_report_is_one_section_per_question_with_intervals_floors_and_decisions(outputs):
+    """Each question gets its table (n-run mean ± t-interval and this run's point, the real-vs-real
+    floor where one exists) and computed sentences; runs that disagree never make a win."""
     artifacts.REFERENCE_METRICS.write_text(json.dumps({"fid_facegen": 0.4}))
-    write_report(build(FAMILIES, SPECS, {}, []))
+    write_report(build(params_of(FAMILIES), SPECS, {}, []))
     page = artifacts.INDEX.read_text()
     for title in ("Reconstruction", "Sample realism", "Disentanglement", "Cost", "Appendix: every metric"):
         assert f">{title}</h2>" in page, title
-    assert "<th>real vs real (same n)</th>" in page and "<td class='num ref'>0.4</td>" in page
-    assert "3 ± 0.06" in page  # vae's FID 3.0 with 2 sd of its measured 1 % spread
+    assert "<th>real vs real (same n)</th>" in page and "<td class='ref'>0.4</td>" in page
+    assert "3 ± 0.075 (run 3)" in page  # vae's FID: mean of 3 runs ± t_2(0.975) · sd / √3
     md = artifacts.MARKDOWN.read_text()
     assert md.index("## Reconstruction") < md.index("## Sample realism") < md.index("## Appendix: every metric")
-    close = {"vae": {"fid_facegen": 3.0}, "beta_vae": {"fid_facegen": 3.01}}
-    for fam, values in close.items():
-        artifacts.metrics_file(fam).write_text(json.dumps(values))
+    # runs that disagree on the order: not separated, whatever the committed run says
+    runs = [{"vae.json": {"kid_inception": a}, "beta_vae.json": {"kid_inception": b}}
+            for a, b in ((0.3, 0.301), (0.302, 0.299), (0.298, 0.3))]
+    write_recorded_runs(NOISE_FILE, runs, params_of(FAMILIES))
+    for fam in ("vae", "beta_vae"):
+        artifacts.metrics_file(fam).write_text(json.dumps(runs[0][f"{fam}.json"]))
     artifacts.metrics_file("dcgan").unlink()
-    write_report(build(FAMILIES, SPECS, {}, []))
+    write_report(build(params_of(FAMILIES), SPECS, {}, []))
     page = artifacts.INDEX.read_text()
-    assert "tie, vae (3) and beta_vae (3.01) agree within run-to-run noise" in page and " ★</td>" not in page
+    assert "not separated at α = 0.05" in page and " ★</td>" not in page
+
+
+def test_runs_of_other_params_decide_nothing(outputs):
+    other = dataclasses.replace(params_of(FAMILIES), evaluate=dataclasses.replace(PARAMS.evaluate, num_samples=7))
+    write_report(build(other, SPECS, {}, []))
+    page = artifacts.INDEX.read_text()
+    assert " ★</td>" not in page and "the recorded runs are of other params" in page
 
 
 def test_report_renders_with_a_family_missing(outputs):
     artifacts.metrics_file("beta_vae").unlink()
-    write_report(build(FAMILIES, SPECS, {}, []))
+    write_report(build(params_of(FAMILIES), SPECS, {}, []))
     page = _check_rendered(["beta_vae"])
     assert "Not evaluated" in page and "<th>beta_vae</th>" not in page
     assert "only vae has it" in page  # MIG is now a single-family metric
@@ -238,20 +278,26 @@ def test_first_screen_sentences_are_computed_from_the_metrics():
     text = " ".join(lines)
     assert lines[0].startswith("**Rate**") and "beta_vae 6.5, vae 29.7, vqvae 930 (2304 raw" in lines[0]
     assert "dcgan: no encoder, so no rate" in lines[0]
-    assert ("**For reconstruction use vqvae**: Reconstruction PSNR (dB, mean per image) vqvae 28.48 vs vae 25.02 "
-            "(+3.5 dB); vqvae's latent carries 31.3× vae's bits (930 vs 29.7 bits/image)") in text
-    assert "**For edits use vqvae**" in text and "vqvae 0.81 vs dcgan 0.64; vqvae's latent carries 930 bits/image; " \
-        "dcgan has no encoder rate" in text
+    # no recorded runs: nothing is recommended, the run's values are shown as such
+    assert ("**For reconstruction** (Reconstruction PSNR (dB, mean per image)): not ranked (no recorded runs of vae, "
+            "beta_vae, vqvae, dcgan); this run: vae 25.02, beta_vae 20.84, vqvae 28.48, dcgan 23.2; vqvae's latent "
+            "carries 31.3× vae's bits (930 vs 29.7 bits/image)") in text
+    runs = per_run(RATED)
+    text = " ".join(answer(RATED, SPECS, runs, {"kid_inception": -0.0001, "inception_n_fake": 256.0,
+                                               "inception_n_real": 500.0}))
+    assert ("**For reconstruction use vqvae** (Reconstruction PSNR (dB, mean per image)): vqvae 28.48 ± 0.71 vs vae "
+            "25.02 ± 0.62 over 3 runs: vqvae better than vae in 3 of 3 runs") in text
+    assert "**For edits use vqvae**" in text and "vqvae's latent carries 930 bits/image; dcgan has no encoder rate" in text
     assert "**For samples use dcgan**" in text and "real vs real -0.0001 at the same n (256 vs 500 faces)" in text
     assert "vqvae 0.23 M parameters" in text
     halved = {**RATED, "vqvae": {**RATED["vqvae"], "rate_bits": 14.85}}  # now half the VAE's bits
-    assert "vqvae's latent carries 2.0× fewer bits than vae's (14.85 vs 29.7 bits/image)" in " ".join(answer(halved, SPECS))
-    # within the measured noise nobody is recommended
-    noise = Noise({f"{f}.json:kid_inception": Spread(m["kid_inception"], 0.05, 0.1, 0.3, 4) for f, m in RATED.items()})
-    assert "**For samples** no family is ahead beyond run-to-run noise" in " ".join(answer(RATED, SPECS, noise))
-    # a family without a measured spread (e.g. marked stale in the noise file) is not "within noise": not ranked
-    assert ("**For reconstruction** vqvae leads, not yet ranked (no measured run-to-run spread for the gap)"
-            in " ".join(answer(RATED, SPECS, noise)))
+    assert "vqvae's latent carries 2.0× fewer bits than vae's (14.85 vs 29.7 bits/image)" in " ".join(
+        answer(halved, SPECS, runs))
+    # runs that disagree on the order: nobody is recommended
+    crossing = recorded({f"{f}.json:kid_inception": [m["kid_inception"] + 0.05 * ((i + j) % 3 - 1) for j in range(4)]
+                         for i, (f, m) in enumerate(RATED.items())})
+    assert "**For samples** (KID (Inception, standard; unbiased)): not separated" in " ".join(
+        answer(RATED, SPECS, crossing))
 
 
 def test_inception_fid_is_a_headline_only_from_2048_samples():
@@ -260,27 +306,25 @@ def test_inception_fid_is_a_headline_only_from_2048_samples():
         return next(r for r in comparison_rows(metrics, SPECS) if r.metric == "fid_inception")
     small, large = fid_row(FID_MIN_SAMPLES - 1), fid_row(FID_MIN_SAMPLES)
     assert "biased toward less diverse samples" in small.detail and "n = 2047" in small.detail
-    assert not headline(small, SPECS) and small.best is None  # shown, never a win
-    assert large.detail == "" and headline(large, SPECS) and large.best == "a"
+    assert small.best is None and large.detail == ""  # shown, never a win; KID is the headline either way
+    assert not headline(large, SPECS)
 
 
 def test_report_first_screen_is_the_answer_and_sweeps_render(outputs):
     for fam, values in RATED.items():
         artifacts.metrics_file(fam).write_text(json.dumps({**values, "inception_kid_subset_size": 256.0}))
-    runs = [{f"{fam}.json": {k: v * (1 + d) for k, v in values.items()} for fam, values in RATED.items()}
-            for d in (-0.01, 0.0, 0.01)]  # 1 % noise: every gap below is beyond it
-    NOISE_FILE.write_text(json.dumps({"metrics": summarise(runs)}))
+    record(RATED, list(RATED))
     artifacts.REFERENCE_METRICS.write_text(json.dumps({"kid_inception": -0.0001, "inception_n_fake": 256.0,
                                                        "inception_n_real": 500.0}))
     Path("sweeps").mkdir()
     Path("sweeps/beta_vae.json").write_text(json.dumps(BETA_SWEEP))
     Path("sweeps/vqvae.json").write_text(json.dumps({**VQ_SWEEP, "points": []}))
-    write_report(build(list(RATED), SPECS, {}, []))
+    write_report(build(params_of(list(RATED)), SPECS, {}, []))
     page, md = artifacts.INDEX.read_text(), artifacts.MARKDOWN.read_text()
     assert artifacts.RATE_DISTORTION.is_file() and (artifacts.REPORTS / "sweep_beta_vae.png").is_file()
     assert page.index("alt=\"Rate (bits per test image") < page.index("For reconstruction use vqvae") < page.index("<table>")
     assert md.index("](rate_distortion.png)") < md.index("For reconstruction use vqvae") < md.index("| metric |")
-    assert "Headline rows won beyond noise" in md and md.index("Headline rows won") > md.index("## Appendix")
+    assert "**Wins** over the 3 headline metrics" in md and md.index("**Wins** over") > md.index("## Appendix")
     assert "vqvae sweep of models.vqvae.num_embeddings: not collected (0 point(s)" in page
     assert "**Rate** behind Reconstruction PSNR (dB, mean per image): vqvae's latent carries 31.3× vae's bits" in md
 

@@ -273,7 +273,7 @@ MODEL_CONFIGS: dict[str, type] = {
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 1234
+    seed: int = 101
     runtime: RuntimeConfig = RuntimeConfig()
     tracking: TrackingConfig = TrackingConfig()
     data: DataConfig = DataConfig()

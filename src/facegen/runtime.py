@@ -95,6 +95,23 @@ def cpu_flags() -> set[str]:
     return flags
 
 
+# What selects the CPU kernels a run executes (oneDNN and ATen dispatch on these ISA extensions).
+KIND_FLAGS = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_tile",
+                        "amx_int8", "avx_vnni"})
+KIND_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def machine_kind(precision: str = "auto") -> dict[str, object]:
+    """This machine's kind for a run at ``runtime.precision`` ``precision``: the ISA flags that pick
+    kernels, the torch build, the resolved CPU precision, the thread count and the ISA caps set in the
+    environment. Two runs of the same params on the same kind are bit-for-bit identical
+    (tests/test_vae.py::test_same_params_same_metrics; fresh clones reproduce every committed metrics file byte for byte), which the CI gate relies on (``comparison.bands``)."""
+    flags = cpu_flags()
+    resolved = precision if precision != "auto" else ("bf16" if flags & BF16_CPU_FLAGS else "fp32")
+    return {"cpu_flags": sorted(flags & KIND_FLAGS), "torch": torch.__version__, "precision": resolved,
+            "threads": torch.get_num_threads(), **{k.lower(): os.environ.get(k, "") for k in KIND_ENV}}
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Resolved runtime: concrete device and dtype, ready for the training loop."""

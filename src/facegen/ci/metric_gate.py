@@ -1,20 +1,24 @@
-"""CI gate: fresh ``metrics/*.json`` against the committed ones, within measured noise bands.
+"""CI gate: fresh ``metrics/*.json`` against the recorded runs, on the headline metrics.
 
-    python -m facegen.ci.metric_gate                      # baseline: git HEAD's metrics/
-    python -m facegen.ci.metric_gate --baseline-dir DIR   # baseline: another folder of metric files
+    python -m facegen.ci.metric_gate                      # committed metrics: git HEAD's metrics/
+    python -m facegen.ci.metric_gate --baseline-dir DIR   # committed metrics: another folder of metric files
     python -m facegen.ci.metric_gate --markdown gate.md   # also a pull request comment (docs/team.md)
 
-Directions and gating flags come from ``metrics_tolerances.yaml`` (shared with the report); each
-metric's band comes from its measured run-to-run spread in ``metrics_noise.json`` (seeds x
-precision, ``python -m benchmarks.bench_noise``) through the one rule in ``band_rule``
-(``facegen.evaluation.noise``: a Student-t prediction bound, Bonferroni over the gated metrics). A gated
-metric that moved the wrong way from its committed value by more than its band fails the run with
-a table naming the committed value, the new one, the band and how many standard deviations away it
-is; a gated metric with no measured spread fails too (the gate cannot tell noise from a
-regression for it). Improvements and moves within the band pass; metrics or files that are new or
-gone are listed but never fail (a new analysis must be able to land). ``dvc metrics diff`` output
-is printed first, for humans. ``summary.json`` is skipped by default: it repeats the per-family
-files, so checking it would report every regression twice.
+What is gated is declared in ``metrics_tolerances.yaml``: the ``headline: true`` metrics of every
+metric file (about 20 numbers; ``reference.json``, the real-vs-real floors, and ``summary.json`` are
+skipped). Each is checked against the recorded runs of ``metrics_noise.json`` (seeds x precision,
+``python -m benchmarks.bench_noise``) by the rule of ``comparison.bands``:
+
+* on the committed run's own machine kind (CPU ISA, torch build, precision: runs there are
+  bit-for-bit deterministic) the fresh value must equal the committed one;
+* elsewhere it must not fall from the runs' mean, in its bad direction and on its scale (log for
+  ratios), by more than a Student-t prediction bound, Bonferroni over the gated metrics.
+
+A gated metric with no recorded runs fails (the gate cannot tell noise from a regression for it);
+one whose file the noise marks stale, or whose committed value is not the recorded committed run's
+(the runs predate the committed models), is listed as not gated with the reason. Improvements pass;
+metrics or files that are new or gone are listed but never fail. ``dvc metrics diff`` output is
+printed first, for humans.
 """
 from __future__ import annotations
 
@@ -24,31 +28,39 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from facegen import artifacts
-from facegen.config import MODEL_CONFIGS
+from facegen.comparison.bands import SAME_KIND_RTOL, prediction_k, scaled_spread
+from facegen.comparison.noise import NOISE_FILE, Noise, load_noise
+from facegen.comparison.rows import Row, comparison_rows, fmt, headline
+from facegen.comparison.specs import SPECS_FILE, MetricSpec, MetricSpecs, load_specs
+from facegen.config import MODEL_CONFIGS, load_params
 from facegen.errors import FacegenError
-from facegen.evaluation.comparison import Row, comparison_rows, fmt, headline
-from facegen.evaluation.metric_specs import SPECS_FILE, MetricSpecs, load_specs
-from facegen.evaluation.noise import MIN_RUNS, NOISE_FILE, Noise, load_noise
+from facegen.runtime import machine_kind
 
 Metrics = dict[str, float]  # "file.json:metric" -> value
+# Not gated: summary.json repeats the decisions; reference.json holds the real-vs-real floors, a function of
+# the data whose change shows in every family's rows.
+SKIP = ("summary.json", "reference.json")
 
 
 @dataclass(frozen=True)
 class Change:
     key: str
-    old: float
+    old: float        # the committed value
     new: float
-    band: float       # allowed worsening (nan: no measured spread)
-    worsening: float  # signed move in the bad direction (negative = improvement)
-    sd: float         # measured run-to-run standard deviation (nan: none)
+    centre: float     # what the band is around, on the metric's scale: the runs' mean (nan: no runs)
+    band: float       # allowed move in the bad direction from the centre, on that scale (nan: no runs)
+    worsening: float  # signed move of ``new`` in the bad direction from the centre (negative = better)
+    sd: float         # the runs' sd on that scale (nan: none)
+    scale: str = "linear"
 
     @property
     def sigmas(self) -> float:
-        """How many measured standard deviations the move in the bad direction is."""
+        """How many recorded standard deviations the move in the bad direction is."""
         if math.isnan(self.sd):
             return math.nan
         return self.worsening / self.sd if self.sd > 0 else math.copysign(math.inf, self.worsening)
@@ -94,55 +106,90 @@ def read_git(rev: str, directory: Path, skip: set[str]) -> Metrics | None:
 
 @dataclass(frozen=True)
 class Verdict:
-    regressions: list[Change]  # gated, beyond the band (or non-finite where a number was)
-    unmeasured: list[Change]   # gated, but no measured spread to judge by
-    stale: list[Change]        # gated, but the noise file marks its family's spread stale (Noise.stale)
-    changes: list[Change]      # everything else that moved
+    regressions: list[Change]  # gated, beyond the band (or not reproduced on the committed machine kind)
+    unmeasured: list[Change]   # gated, but no recorded runs to judge by
+    stale: dict[str, str]      # metric file -> why its recorded runs do not describe the committed models
+    passed: list[Change]       # gated and within the band
     added: list[str]
     gone: list[str]
-    gated: int                 # gated metrics with a measured spread: the m of the band rule
+    gated: int                 # gated metrics with recorded runs: the G of the band rule
+    same_kind: bool            # this machine is the committed run's kind: exact reproduction expected
 
 
-def gated_count(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> int:
-    """How many gated metrics with a measured spread one gate run checks (the ``m`` of the band rule)."""
-    return sum(1 for key in old.keys() & new.keys() if specs.for_key(key).gate and noise.measured(key))
+def gated_keys(old: Metrics, new: Metrics, specs: MetricSpecs) -> list[str]:
+    """The headline metrics both the committed and the fresh files have."""
+    return sorted(k for k in old.keys() & new.keys() if specs.for_key(k).headline)
 
 
-def change_of(key: str, o: float, n: float, specs: MetricSpecs, noise: Noise, m: int) -> Change:
-    """One metric's move from ``o`` to ``n`` with its band when ``m`` gated metrics are checked."""
+def gate_scale(spec: MetricSpec, values: list[float]) -> MetricSpec:
+    """The metric's spec on its gating scale, linear where a recorded run is not positive (a log cannot hold it)."""
+    return spec if spec.scale == "linear" or min(values) > 0 else replace(spec, scale="linear")
+
+
+def stale_files(old: Metrics, keys: list[str], noise: Noise) -> dict[str, str]:
+    """Metric files whose recorded runs do not describe the committed models: marked stale in the noise
+    file, or a committed value that is not the recorded committed run's."""
+    out: dict[str, str] = {}
+    for key in keys:
+        file = key.partition(":")[0]
+        if file in out:
+            continue
+        if reason := noise.stale_reason(key):
+            out[file] = reason
+        elif (recorded := noise.committed_value(key)) is not None and \
+                abs(recorded - old[key]) > SAME_KIND_RTOL * max(1.0, abs(old[key])):
+            out[file] = (f"the committed {key} = {fmt(old[key])} is not the recorded committed run's {fmt(recorded)}: "
+                         "the runs predate the committed models (rerun `python -m benchmarks.bench_noise`)")
+    return out
+
+
+def change_of(key: str, old: float, new: float, specs: MetricSpecs, noise: Noise, gated: int) -> Change:
+    """One metric against the recorded runs (the band for ``gated`` metrics checked)."""
     spec = specs.for_key(key)
-    spread = noise.measured(key)
-    band = specs.rule.band(spread, m, two_sided=spec.direction == "none") if spread is not None else math.nan
-    return Change(key, o, n, band, spec.worsening(o, n), spread.sd if spread is not None else math.nan)
+    values = noise.values(key)
+    if values is None:
+        return Change(key, old, new, math.nan, math.nan, math.nan, math.nan, spec.scale)
+    spec = gate_scale(spec, values)
+    spread = scaled_spread(values, spec.transform)
+    band = specs.rule.band(spread, gated, two_sided=spec.direction == "none")
+    return Change(key, old, new, spread.mean, band, spec.worsening(spread.mean, spec.transform(new)), spread.sd,
+                  spec.scale)
 
 
-def regressed(change: Change, specs: MetricSpecs) -> bool:
-    """A gated metric that became non-finite, or moved the wrong way by more than its band."""
+def reproduced(change: Change) -> bool:
+    return abs(change.new - change.old) <= SAME_KIND_RTOL * max(1.0, abs(change.old))
+
+
+def regressed(change: Change, same_kind: bool) -> bool:
+    """Not reproduced on the committed machine kind; elsewhere non-finite, or beyond the band."""
+    if same_kind:
+        return not reproduced(change)
     broke = math.isfinite(change.old) and not math.isfinite(change.new)
-    return specs.for_key(change.key).gate and (broke or change.worsening > change.band)
+    return broke or change.worsening > change.band
 
 
-def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> Verdict:
-    regressions, unmeasured, stale, changes = [], [], [], []
-    m = gated_count(old, new, specs, noise)
-    for key in sorted(old.keys() & new.keys()):
-        change = change_of(key, old[key], new[key], specs, noise, m)
-        if specs.for_key(key).gate and noise.stale_reason(key):
-            stale.append(change)
-        elif regressed(change, specs):
-            regressions.append(change)
-        elif specs.for_key(key).gate and math.isnan(change.band):
+def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise, same_kind: bool = False) -> Verdict:
+    keys = gated_keys(old, new, specs)
+    stale = stale_files(old, keys, noise)
+    live = [k for k in keys if k.partition(":")[0] not in stale]
+    gated = sum(noise.values(k) is not None for k in live)
+    regressions, unmeasured, passed = [], [], []
+    for key in live:
+        change = change_of(key, old[key], new[key], specs, noise, gated)
+        if math.isnan(change.band):
             unmeasured.append(change)
-        elif change.old != change.new:
-            changes.append(change)
-    return Verdict(regressions, unmeasured, stale, changes, sorted(new.keys() - old.keys()),
-                   sorted(old.keys() - new.keys()), m)
+        elif regressed(change, same_kind):
+            regressions.append(change)
+        else:
+            passed.append(change)
+    return Verdict(regressions, unmeasured, stale, passed, sorted(new.keys() - old.keys()),
+                   sorted(old.keys() - new.keys()), gated, same_kind)
 
 
 def table(rows: list[Change]) -> str:
-    header = ("metric", "committed", "new", "band", "worsening", "sigmas")
-    cells = [header] + [(c.key, fmt(c.old), fmt(c.new), fmt(c.band), fmt(c.worsening), f"{c.sigmas:.1f}")
-                        for c in rows]
+    header = ("metric", "committed", "new", "runs' mean", "band", "worsening", "sigmas", "scale")
+    cells = [header] + [(c.key, fmt(c.old), fmt(c.new), fmt(c.centre), fmt(c.band), fmt(c.worsening), f"{c.sigmas:.1f}",
+                         c.scale) for c in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -157,107 +204,94 @@ def _dvc_metrics_diff(rev: str) -> None:
         print(f"(dvc metrics diff unavailable: {err})\n")
 
 
-def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise) -> int:
+def leave_one_out(noise: Noise, specs: MetricSpecs) -> list[tuple[dict[str, object], Verdict]]:
+    """Every recorded run gated against the committed run's metrics, with bands from the other runs: what a
+    rerun on another machine would face, checked on the runs we have (``bench_noise --check``, tests)."""
+    if noise.committed is None:
+        raise FacegenError(f"{noise.source} does not record which run is committed: rerun benchmarks.bench_noise")
+    def gated(metrics: dict[str, float]) -> Metrics:
+        return {k: v for k, v in metrics.items() if k.partition(":")[0] not in SKIP}
+
+    committed = gated(noise.run(noise.committed))
+    return [(run, compare(committed, gated(noise.run(i)), specs, noise.without(i))) for i, run in enumerate(noise.runs)]
+
+
+def same_machine_kind(noise: Noise) -> bool:
+    """Whether this machine runs the committed run's kernels: same ISA flags, torch build, precision."""
+    precision = load_params().runtime.precision if Path("params.yaml").is_file() else "auto"
+    return bool(noise.kind) and machine_kind(precision) == noise.kind
+
+
+def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise, same_kind: bool = False) -> int:
     """Print the verdict; return the exit code (0 pass, 1 regression or unmeasured gated metric)."""
     if old is None:
         print("metric gate: no committed baseline metrics (no commit yet?); nothing to compare, passing.")
         return 0
-    v = compare(old, new, specs, noise)
+    v = compare(old, new, specs, noise, same_kind)
     rule = specs.rule
-    runs = sorted({s.n for s in noise.spreads.values()})
-    ks = ", ".join(f"{rule.k(n, v.gated):.1f} at n = {n}" for n in runs if n >= MIN_RUNS)
-    print(f"bands: max(k sd, max - min, {rule.floor_rel:g} |mean|) over the runs in {noise.source}, "
-          f"k = sqrt(2) t_(n-1)(1 - {rule.false_alarm:g} / {v.gated} gated metrics) = {ks or 'none measured'} "
-          f"(a no-change rerun on another CPU kind fails with probability <= {rule.false_alarm:g})\n")
-    if v.changes:
-        print(f"within the band, improved or not gated ({len(v.changes)}):\n{table(v.changes)}\n")
+    if same_kind:
+        print(f"same machine kind as the committed run ({noise.kind}): runs are bit-for-bit deterministic here, "
+              f"so every gated metric must equal its committed value (relative {SAME_KIND_RTOL:g})\n")
+    else:
+        ns = sorted({len(noise.values(c.key) or ()) for c in v.passed + v.regressions})
+        ks = ", ".join(f"{prediction_k(n, max(v.gated, 1), rule.false_alarm):.2f} at n = {n}" for n in ns)
+        print(f"bands: max(k sd, {rule.floor_rel:g} |mean|) around the mean of the recorded runs in {noise.source}, "
+              f"on each metric's scale; k = t_(n-1)(1 - {rule.false_alarm:g} / {v.gated} gated) sqrt(1 + 1/n) = "
+              f"{ks or 'none'} (a no-change rerun on another CPU kind fails with probability <= {rule.false_alarm:g})\n")
+    if v.passed:
+        print(f"gated and within the band ({len(v.passed)}):\n{table(v.passed)}\n")
     if v.added:
         print(f"new metrics (not gated): {', '.join(v.added)}\n")
     if v.gone:
         print(f"metrics no longer produced (not gated): {', '.join(v.gone)}\n")
-    for file in sorted({c.key.partition(":")[0] for c in v.stale}):
-        print(f"not gated ({sum(c.key.startswith(file + ':') for c in v.stale)} metrics of {file}): "
-              f"{noise.stale_reason(file + ':')}\n")
+    for file, reason in sorted(v.stale.items()):
+        print(f"not gated ({file}): {reason}\n")
     failed = False
     if v.unmeasured:
-        print(f"METRIC GATE FAILED: {len(v.unmeasured)} gated metric(s) without a measured spread in {noise.source} "
-              f"(rerun `python -m benchmarks.bench_noise`, or mark them `gate: false` in {SPECS_FILE}): "
+        print(f"METRIC GATE FAILED: {len(v.unmeasured)} gated metric(s) without recorded runs in {noise.source} "
+              f"(rerun `python -m benchmarks.bench_noise`, or drop `headline: true` in {SPECS_FILE}): "
               f"{', '.join(c.key for c in v.unmeasured)}\n")
         failed = True
     if v.regressions:
-        print(f"METRIC GATE FAILED: {len(v.regressions)} regression(s) beyond the measured noise band:\n"
-              f"{table(v.regressions)}")
+        how = "not reproduced on the committed machine kind" if same_kind else "beyond the band of the recorded runs"
+        print(f"METRIC GATE FAILED: {len(v.regressions)} regression(s) {how}:\n{table(v.regressions)}")
         failed = True
     if failed:
         return 1
-    print(f"metric gate passed: {len(old.keys() & new.keys())} metrics compared, none regressed beyond its "
-          f"measured noise band ({noise.source}).")
+    print(f"metric gate passed: {len(v.passed)} gated metrics, none "
+          f"{'changed on the committed machine kind' if same_kind else 'beyond its band'} ({noise.source}).")
     return 0
 
 
 # ------------------------------------------------------------------------------------------------
 # The review comment (--markdown FILE): what a pull request comment on the change holds.
-#   * headline metrics (``summary`` with a direction): old, new, change in measured sds, band, verdict;
-#   * the report's decisions (evaluation.comparison.comparison_rows: best or not separated, by the
-#     noise rule) that changed, e.g. "vqvae vs vae on KID: separated (vqvae better) → not separated";
+#   * the gated metrics: committed, new, the runs' mean, band, verdict;
+#   * the report's decisions (comparison.decision over the recorded runs) that changed between the
+#     baseline's metrics_noise.json and this one, e.g. "vqvae vs vae on KID: not separated → vqvae best";
 #   * each family's old and new samples.png, linked by paths relative to the Markdown file (CML's
 #     ``cml comment create`` uploads linked images with the comment: docs/team.md).
 # ------------------------------------------------------------------------------------------------
 SAMPLE_GRID = "samples.png"
 
 
-def verdict(change: Change, specs: MetricSpecs) -> str:
-    """One word or two for a headline row of the comment."""
-    if regressed(change, specs):
-        return "**regression**"
-    if not specs.for_key(change.key).gate:
-        return "not gated"
+def verdict(change: Change, same_kind: bool) -> str:
+    """One word or two for a gated row of the comment."""
     if math.isnan(change.band):
-        return "**no measured spread**"
+        return "**no recorded runs**"
+    if regressed(change, same_kind):
+        return "**regression**"
     if change.old == change.new:
         return "unchanged"
     return "improved" if -change.worsening > change.band else "within noise"
 
 
-def _sds(change: Change) -> str:
-    """The signed change in measured standard deviations (new - old, in the metric's own sign)."""
-    if math.isnan(change.sd) or change.sd == 0:
-        return "n/a"
-    return f"{(change.new - change.old) / change.sd:+.1f}"
-
-
-def headline_table(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise, gated: int) -> list[str]:
-    keys = [k for k in sorted(old.keys() & new.keys())
-            if specs.for_key(k).summary and specs.for_key(k).direction != "none"]
-    lines = ["| metric | old | new | change (sd) | band | verdict |", "|---|---:|---:|---:|---:|---|"]
-    for key in keys:
-        c = change_of(key, old[key], new[key], specs, noise, gated)
-        label = specs.label(key.partition(":")[2])
-        lines.append(f"| `{key}` {label} | {fmt(c.old)} | {fmt(c.new)} | {_sds(c)} | {fmt(c.band)} | "
-                     f"{verdict(c, specs)} |")
+def headline_table(result: Verdict, specs: MetricSpecs) -> list[str]:
+    lines = ["| metric | committed | new | runs' mean | band | verdict |", "|---|---:|---:|---:|---:|---|"]
+    for c in sorted(result.regressions + result.unmeasured + result.passed, key=lambda c: c.key):
+        label = specs.label(c.key.partition(":")[2])
+        lines.append(f"| `{c.key}` {label} | {fmt(c.old)} | {fmt(c.new)} | {fmt(c.centre)} | {fmt(c.band)} "
+                     f"{'(log)' if c.scale == 'log' else ''} | {verdict(c, result.same_kind)} |")
     return lines
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The report's call on one headline row: the top two families, and whether the noise rule separates them."""
-
-    first: str
-    second: str
-    separated: bool
-
-    def state(self) -> str:
-        return f"separated ({self.first} better)" if self.separated else "not separated"
-
-
-def decision(row: Row, specs: MetricSpecs) -> Decision | None:
-    """The row's leading pair and verdict (None with fewer than two families or no direction)."""
-    direction = specs(row.metric).direction
-    if len(row.values) < 2 or direction == "none":
-        return None
-    ranked = sorted(row.values, key=lambda f: (row.values[f], f), reverse=direction == "higher")  # ties: by name
-    first = row.best or ranked[0]
-    return Decision(first, next(f for f in ranked if f != first), row.best is not None)
 
 
 def per_family(metrics: Metrics) -> dict[str, dict[str, float]]:
@@ -271,23 +305,36 @@ def per_family(metrics: Metrics) -> dict[str, dict[str, float]]:
     return out
 
 
-def decision_changes(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise) -> list[str]:
-    """One line per headline row whose decision differs: the family best beyond noise, or none (a tie). A tie
-    that stays a tie between other families is no decision changing."""
-    before = {r.metric: r for r in comparison_rows(per_family(old), specs, noise) if headline(r, specs)}
-    lines = []
-    for row in comparison_rows(per_family(new), specs, noise):
-        if not headline(row, specs) or row.metric not in before:
-            continue
-        a, b = decision(before[row.metric], specs), decision(row, specs)
-        if a is None or b is None or before[row.metric].best == row.best:
-            continue
-        label = specs.label(row.metric)
-        if {a.first, a.second} == {b.first, b.second}:
-            lines.append(f"- {b.first} vs {b.second} on {label}: {a.state()} → {b.state()}")
-        else:
-            lines.append(f"- {label}: {a.first} vs {a.second} {a.state()} → {b.first} vs {b.second} {b.state()}")
-    return lines
+def _state(row: Row) -> str:
+    if row.best is not None:
+        return f"{row.best} best"
+    return "not ranked" if row.decision.unranked else "not separated"
+
+
+def decision_changes(new: Metrics, specs: MetricSpecs, before: Noise | None, after: Noise) -> list[str]:
+    """One line per headline row whose decision differs between the baseline's recorded runs and these."""
+    if before is None:
+        return []
+    families = per_family(new)
+    old_rows = {r.metric: r for r in comparison_rows(families, specs, before)}
+    return [f"- {row.label}: {_state(old_rows[row.metric])} → {_state(row)}"
+            for row in comparison_rows(families, specs, after)
+            if headline(row, specs) and row.metric in old_rows and _state(old_rows[row.metric]) != _state(row)]
+
+
+def read_git_noise(rev: str, path: Path) -> Noise | None:
+    """The recorded runs committed at ``rev`` (None when there is none)."""
+    try:
+        text = _git("show", f"{rev}:{path.as_posix()}")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / path.name
+        copy.write_text(text)
+        try:
+            return load_noise(copy)
+        except FacegenError:
+            return None
 
 
 def _link(path: Path, base: Path, text: str) -> str:
@@ -308,23 +355,25 @@ def grid_table(reports: Path, baseline_reports: Path | None, out_dir: Path) -> l
 
 
 def markdown(old: Metrics | None, new: Metrics, result: Verdict | None, specs: MetricSpecs, noise: Noise,
-             baseline: str, reports: Path, baseline_reports: Path | None, out: Path) -> str:
+             baseline: str, reports: Path, baseline_reports: Path | None, out: Path,
+             baseline_noise: Noise | None = None) -> str:
     """The comment's Markdown; ``out``: where it will be written (links are relative to its folder)."""
     if old is None or result is None:
         status = "no baseline to compare with (no committed metrics)"
     elif result.regressions or result.unmeasured:
-        status = (f"**FAILED**: {len(result.regressions)} regression(s) beyond the measured noise band, "
-                  f"{len(result.unmeasured)} gated metric(s) without a measured spread")
+        status = (f"**FAILED**: {len(result.regressions)} regression(s), "
+                  f"{len(result.unmeasured)} gated metric(s) without recorded runs")
     else:
-        status = f"passed: {len(old.keys() & new.keys())} metrics compared, none regressed beyond its band"
+        status = f"passed: {len(result.passed)} gated metrics, none regressed"
     parts = [f"## facegen metric gate: {status}", "",
-             f"Baseline: `{baseline}`. Bands and sds: `{noise.source}` (the gate's band rule, "
-             f"{result.gated if result else 0} gated metrics).", ""]
+             f"Baseline: `{baseline}`. Recorded runs: `{noise.source}` ({result.gated if result else 0} gated "
+             "metrics; comparison/bands.py).", ""]
     if old is not None and result is not None:
-        parts += ["### Headline metrics", "", *headline_table(old, new, specs, noise, result.gated), ""]
-        changed = decision_changes(old, new, specs, noise)
+        parts += ["### Gated metrics", "", *headline_table(result, specs), ""]
+        changed = decision_changes(new, specs, baseline_noise, noise)
         parts += ["### Decisions that changed", ""]
-        parts += changed or ["None: every headline comparison of the report reads as before."]
+        parts += changed or ["None: every headline decision of the report reads as before (decisions come from the "
+                             "recorded runs, so they change when metrics_noise.json does)."]
         parts.append("")
         if result.added or result.gone:
             parts += [f"New metrics: {', '.join(result.added) or 'none'}; no longer produced: "
@@ -344,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-dir", type=Path, help="compare against this folder instead of git")
     parser.add_argument("--specs", type=Path, default=SPECS_FILE)
     parser.add_argument("--noise", type=Path, default=NOISE_FILE, help="measured run-to-run spread per metric")
-    parser.add_argument("--skip", nargs="*", default=["summary.json"], help="metric files not to gate")
+    parser.add_argument("--skip", nargs="*", default=list(SKIP), help="metric files not to gate")
+    parser.add_argument("--statistical", action="store_true",
+                        help="use the recorded runs' bands even on the committed run's machine kind")
     parser.add_argument("--no-dvc", action="store_true", help="do not print `dvc metrics diff`")
     parser.add_argument("--markdown", type=Path, metavar="FILE",
                         help="also write a pull request comment: headline metrics, changed decisions, sample grids")
@@ -368,12 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     except FacegenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    code = gate(new, old, specs, noise)
+    same_kind = not args.statistical and same_machine_kind(noise)
+    code = gate(new, old, specs, noise, same_kind)
     if args.markdown is not None:
-        result = compare(old, new, specs, noise) if old is not None else None
+        result = compare(old, new, specs, noise, same_kind) if old is not None else None
         baseline = str(args.baseline_dir) if args.baseline_dir is not None else args.baseline_rev
         artifacts.write_text(args.markdown, markdown(old, new, result, specs, noise, baseline, args.reports_dir,
-                                                     args.baseline_reports, args.markdown))
+                                                     args.baseline_reports, args.markdown,
+                                                     read_git_noise(args.baseline_rev, args.noise)))
         print(f"wrote the review comment to {args.markdown}")
     return code
 

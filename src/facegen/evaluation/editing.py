@@ -66,7 +66,7 @@ Metrics (``SweepResult.metrics``; all in [0, 1], **higher is better** unless sai
   reference line): the report can say a family's edits are "above chance" when the headline exceeds
   it.
 * ``edit_chance_at_pres90_<Attr>`` - the same per attribute: the line each attribute's success must
-  clear (``evaluation.expectations`` checks every family and attribute against it).
+  clear (``comparison.expectations`` checks every family and attribute against it).
 
 When a curve never drops to the budget within the sweep, its value is the best success over the
 whole sweep, a lower bound of what a larger step would reach; ``SweepResult.notes`` says so.

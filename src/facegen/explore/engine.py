@@ -37,11 +37,13 @@ from facegen import artifacts
 from facegen.config import load_params
 from facegen.data.dataset import load_split
 from facegen.errors import FacegenError
-from facegen.evaluation.comparison import SECTIONS, Row, headline, with_interval
+from facegen.comparison.decision import decide
+from facegen.comparison.noise import NOISE_FILE, Noise, load_noise
+from facegen.comparison.rows import Row, cell, runs_of
+from facegen.comparison.sections import SECTIONS
+from facegen.comparison.specs import SPECS_FILE, MetricSpecs, load_specs
 from facegen.evaluation.editing import latent_scale, unit
 from facegen.evaluation.identity import identity_unavailable
-from facegen.evaluation.metric_specs import SPECS_FILE, MetricSpecs, load_specs
-from facegen.evaluation.noise import NOISE_FILE, Noise, load_noise
 from facegen.latent.attributes import encode_split
 from facegen.latent.interpolation import lerp, slerp
 from facegen.latent.traversal import dimension_activity
@@ -149,12 +151,15 @@ def family_args(args: argparse.Namespace, family: str | None, run_id: str | None
 
 def headline_metrics(family: str, metrics: dict[str, float], specs: MetricSpecs, noise: Noise | None
                      ) -> list[tuple[str, str]]:
-    """The report's headline rows this family has, section by section: (label, value ± interval)."""
+    """The report's headline rows this family has, section by section: (label, the report's cell: the
+    recorded runs' mean ± its interval and this run's value)."""
     rows = []
     for section in SECTIONS:
-        for name in section.metrics:
-            if name in metrics and headline(row := Row(name, specs.label(name), {family: metrics[name]}, None), specs):
-                rows.append((row.label, with_interval(metrics[name], noise, family, name)))
+        for name in section.metrics(specs):
+            if name in metrics and specs(name).headline:
+                decision = decide(name, {family: runs_of(noise, family, name)}, "none", specs.alpha)
+                rows.append((specs.label(name), cell(Row(name, specs.label(name), {family: metrics[name]}, decision),
+                                                     family)))
     return rows
 
 
@@ -193,7 +198,8 @@ class Explorer:
         self.identity_note = identity_unavailable(source)  # None: the test faces are real photos
         specs = load_specs(args.metrics_dir.parent / SPECS_FILE) if (args.metrics_dir.parent / SPECS_FILE).is_file() else None
         noise_file = args.metrics_dir.parent / NOISE_FILE
-        noise = load_noise(noise_file) if noise_file.is_file() else None
+        params = load_params(args.params) if args.params.is_file() else None
+        noise = load_noise(noise_file, params) if noise_file.is_file() else None
         self.columns: dict[str, Column] = {}
         for family in FAMILIES:
             self.columns[family] = self._column(family, from_runs.get(family), test.images[:EVAL.edit_faces], specs, noise)
