@@ -153,24 +153,29 @@ class Realism:
 
 
 # -- the contenders --------------------------------------------------------------------------------
-def notebook_recipe(family: str, cfg: Any, device: torch.device) -> NotebookRecipe:
-    """The notebook's recipe for ``family`` at the sizes of ``cfg`` (a facegen config)."""
-    if family == "vae":
-        if tuple(cfg.widths) != EQUAL["vae"].widths:
-            raise FacegenError(f"the notebook's VAE has widths {list(EQUAL['vae'].widths)}, not {list(cfg.widths)}")
-        return notebook_vae(device, cfg.latent_dim)
-    if family == "vqvae":
-        return notebook_vqvae(device, cfg.num_hiddens, cfg.num_embeddings, cfg.embedding_dim)
-    return notebook_dcgan(cfg.nz, cfg.ngf, cfg.ndf, device)
+def notebook_sizes(family: str, cfg: Any) -> dict[str, int]:
+    """The sizes of ``cfg`` (a facegen config) the notebook's model for ``family`` can take: its
+    constructor's arguments (its VAE's widths are fixed; its VQ-VAE has no residual stack)."""
+    if family == "vae" and tuple(cfg.widths) != EQUAL["vae"].widths:
+        raise FacegenError(f"the notebook's VAE has widths {list(EQUAL['vae'].widths)}, not {list(cfg.widths)}")
+    names = {"vae": ("latent_dim",), "vqvae": ("num_hiddens", "num_embeddings", "embedding_dim"),
+             "dcgan": ("nz", "ngf", "ndf")}[family]
+    return {k: getattr(cfg, k) for k in names}
 
 
-def notebook_quality(family: str, cfg: Any, model: torch.nn.Module, val: torch.Tensor, realism: Realism | None,
-                     generator: torch.Generator) -> float:
-    """Validation quality of a notebook model built at the sizes of ``cfg``: PSNR, or KID for the DCGAN."""
+def notebook_recipe(family: str, sizes: dict[str, int], device: torch.device) -> NotebookRecipe:
+    """The notebook's recipe for ``family`` at ``sizes`` (``notebook_sizes``)."""
+    build_recipe = {"vae": notebook_vae, "vqvae": notebook_vqvae, "dcgan": notebook_dcgan}[family]
+    return build_recipe(device=device, **sizes)
+
+
+def notebook_quality(family: str, sizes: dict[str, int], model: torch.nn.Module, val: torch.Tensor,
+                     realism: Realism | None, generator: torch.Generator) -> float:
+    """Validation quality of a notebook model built at ``sizes``: PSNR, or KID for the DCGAN."""
     if family == "dcgan":
         assert realism is not None
         # As the notebook's sample cell: the generator as training left it (no .eval()), batches of 64.
-        z = torch.randn(realism.n, cfg.nz, 1, 1, generator=generator).to(val.device)
+        z = torch.randn(realism.n, sizes["nz"], 1, 1, generator=generator).to(val.device)
         with torch.no_grad():
             return realism(torch.cat([model(chunk) for chunk in z.split(BATCH)]))
     with eval_mode(model):
@@ -210,7 +215,8 @@ def race(family: str, nb_cfg: Any, fg_cfg: Any, train: FaceSplit, val: FaceSplit
     val_x = val.batch(torch.arange(len(val)), rt.device, channels_last=False).images
     realism = Realism(val_x, classifier, seed) if family == "dcgan" else None
     seed_everything(seed)
-    recipe = notebook_recipe(family, nb_cfg, rt.device)
+    sizes = notebook_sizes(family, nb_cfg)
+    recipe = notebook_recipe(family, sizes, rt.device)
     model = rt.prepare(build(family, fg_cfg, train.images.shape[1]))
     tcfg = fg_cfg.train
     # Round r holds epoch r of each run, in a per-round random order; fit runs facegen's epochs, so the
@@ -225,7 +231,7 @@ def race(family: str, nb_cfg: Any, fg_cfg: Any, train: FaceSplit, val: FaceSplit
     def quality(name: str) -> float:
         generator = torch.Generator().manual_seed(seed)  # the same z for every evaluation of both runs
         if name == "notebook":
-            return notebook_quality(family, nb_cfg, recipe.model, val_x, realism, generator)
+            return notebook_quality(family, sizes, recipe.model, val_x, realism, generator)
         return facegen_quality(model, val_x, realism, generator)
 
     def until_facegen() -> None:
@@ -251,7 +257,7 @@ def race(family: str, nb_cfg: Any, fg_cfg: Any, train: FaceSplit, val: FaceSplit
     higher_better = family != "dcgan"
     return {"metric": "kid" if family == "dcgan" else "psnr_db", "higher_better": higher_better,
             **({"kid_features": realism.space, "kid_images": realism.n} if realism is not None else {}),
-            "notebook": {"architecture": arch(family, nb_cfg), "epochs": epochs, "batch_size": BATCH,
+            "notebook": {"architecture": sizes, "epochs": epochs, "batch_size": BATCH,
                          "precision": "fp32", "curve": curves["notebook"]},
             "facegen": {"config": to_dict(fg_cfg), "precision": rt.precision, "curve": curves["facegen"]},
             **summarise(curves["notebook"], curves["facegen"], higher_better, rt.precision)}
