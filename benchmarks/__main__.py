@@ -1,6 +1,6 @@
 """Run every benchmark, merge their JSON, print the README table.
 
-    python -m benchmarks                  # every benchmarks/bench_*.py except pipeline, noise and defaults
+    python -m benchmarks                  # every benchmarks/bench_*.py except the opt-in ones (OPT_IN)
     python -m benchmarks --pipeline       # ... plus bench_pipeline (a full `dvc repro` in a temp copy, ~15 min)
     python -m benchmarks --only training dcgan
     python -m benchmarks --table          # run nothing: merge existing results/*.json, print the table
@@ -27,9 +27,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS_DIR = HERE / "results"
 MERGED = HERE / "results.json"
-# Run only when asked for: the pipeline (~15 min) and the noise measurement (~45 min) are slow,
-# bench_defaults needs a family and overrides on its command line, and bench_memory writes ~12 GB.
-OPT_IN = {"pipeline", "noise", "defaults", "memory"}
+# Run only when asked for: the pipeline (~15 min), the noise measurement (~45 min) and the
+# time-to-quality races (full training runs at the notebook's widths) are slow, bench_defaults needs
+# a family and overrides on its command line, and bench_memory writes ~12 GB.
+OPT_IN = {"pipeline", "noise", "defaults", "memory", "time_to_quality"}
 
 TRAINING_TARGET = 1.3
 SAMPLING_TARGET = 20.0

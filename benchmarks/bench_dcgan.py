@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from benchmarks.bench_training import NotebookRecipe
 from benchmarks.timing import fp32_peak_flops, gemm_share, interleaved, machine, step_flops
 from facegen.config import DCGANConfig, load_params
 from facegen.models import build
@@ -68,7 +69,8 @@ class Discriminator(nn.Module):
         return self.main(input)
 
 
-def notebook_step_fn(nz: int, ngf: int, ndf: int, device: torch.device) -> Callable[[torch.Tensor], None]:
+def notebook_dcgan(nz: int, ngf: int, ndf: int, device: torch.device) -> NotebookRecipe:
+    """The notebook's Part D training step; the recipe's model is its generator."""
     netG, netD = Generator(nz, ngf).to(device), Discriminator(ndf=ndf).to(device)
     netG.apply(weights_init)
     netD.apply(weights_init)
@@ -101,7 +103,7 @@ def notebook_step_fn(nz: int, ngf: int, ndf: int, device: torch.device) -> Calla
         output.mean().item()  # D_G_z2
         optimizerG.step()
 
-    return step
+    return NotebookRecipe(netG, step)
 
 
 def facegen_step_fn(cfg: DCGANConfig, image_size: int, rt: Runtime) -> Callable[[torch.Tensor], None]:
@@ -145,7 +147,7 @@ def main() -> None:
         return interleaved({"notebook": lambda: notebook(batch), "facegen": lambda: facegen(batch)},
                            args.batch_size, warmup=2, rounds=args.rounds, steps=args.steps, baseline="notebook")
 
-    notebook = notebook_step_fn(100, 64, 64, rt.device)
+    notebook = notebook_dcgan(100, 64, 64, rt.device).step
     facegen = facegen_step_fn(equal, 64, rt)
     timing = timed(notebook, facegen)
     # FLOPs of the (equal) architecture, counted on the notebook's step: D twice on real+fake, G once.
@@ -162,7 +164,7 @@ def main() -> None:
                               "shipped_gemm_share": shipped_share,
                               "equal_architecture_ceiling": timing["facegen"]["speedup_median"] / shipped_share,
                               **timing}
-    timing = timed(notebook_step_fn(default.nz, default.ngf, default.ndf, rt.device),
+    timing = timed(notebook_dcgan(default.nz, default.ngf, default.ndf, rt.device).step,
                    facegen_step_fn(default, params.data.image_size, rt))
     # facegen runs its default config (loss, spectral norm, EMA); the notebook its own step at that width.
     results["default_width"] = {"nz": default.nz, "ngf": default.ngf, "ndf": default.ndf, "loss": default.loss,

@@ -28,7 +28,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +45,14 @@ from facegen.runtime import Runtime, seed_everything, setup_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
 BATCH, SIZE = 64, 64
+
+
+class NotebookRecipe(NamedTuple):
+    """A notebook training recipe: ``step(data)`` takes one optimiser step on a batch (N, 3, 64, 64) in
+    [0, 1], as the notebook's loop does; ``model`` is what it then reconstructs or samples with."""
+
+    model: nn.Module
+    step: Callable[[torch.Tensor], None]
 
 
 # -- notebook Part A: the VAE -------------------------------------------------------------------
@@ -95,8 +103,8 @@ def notebook_vae_loss(recon_x: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, 
     return mse + kld
 
 
-def notebook_vae_step(device: torch.device) -> Callable[[torch.Tensor], None]:
-    model = NotebookVAE(latent_dim=128).to(device)
+def notebook_vae(device: torch.device, latent_dim: int = 128) -> NotebookRecipe:
+    model = NotebookVAE(latent_dim=latent_dim).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     totals = {"loss": 0.0}
@@ -110,7 +118,7 @@ def notebook_vae_step(device: torch.device) -> Callable[[torch.Tensor], None]:
         totals["loss"] += loss.item()
         optimizer.step()
 
-    return step
+    return NotebookRecipe(model, step)
 
 
 # -- notebook Part C: the VQ-VAE ----------------------------------------------------------------
@@ -165,8 +173,10 @@ class NotebookVQVAE(nn.Module):
         return loss, self._decoder(quantized), perplexity
 
 
-def notebook_vqvae_step(device: torch.device) -> Callable[[torch.Tensor], None]:
-    model = NotebookVQVAE(num_hiddens=128, num_residual_hiddens=32, num_embeddings=512, embedding_dim=64).to(device)
+def notebook_vqvae(device: torch.device, num_hiddens: int = 128, num_embeddings: int = 512,
+                   embedding_dim: int = 64) -> NotebookRecipe:
+    model = NotebookVQVAE(num_hiddens=num_hiddens, num_residual_hiddens=32, num_embeddings=num_embeddings,
+                          embedding_dim=embedding_dim).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     totals = {"loss": 0.0, "recon": 0.0, "vq": 0.0}
 
@@ -182,7 +192,7 @@ def notebook_vqvae_step(device: torch.device) -> Callable[[torch.Tensor], None]:
         totals["recon"] += recon_loss.item()
         totals["vq"] += vq_loss.item()
 
-    return step
+    return NotebookRecipe(model, step)
 
 
 # -- facegen ------------------------------------------------------------------------------------
@@ -194,7 +204,7 @@ EQUAL = {
     "vqvae": VQVAEConfig(num_hiddens=128, num_residual_hiddens=32, num_residual_layers=0, num_embeddings=512,
                          embedding_dim=64, commitment_cost=0.25, ema=False, restart_dead_codes=False),
 }
-NOTEBOOK = {"vae": notebook_vae_step, "vqvae": notebook_vqvae_step}
+NOTEBOOK = {"vae": notebook_vae, "vqvae": notebook_vqvae}
 
 
 def facegen_step(family: str, rt: Runtime, split: FaceSplit, *, fused: bool) -> Callable[[], None]:
@@ -228,7 +238,7 @@ def ladder(rt: Runtime, with_compile: bool) -> dict[str, tuple[Runtime, bool]]:
 
 def bench_family(family: str, rt: Runtime, split: FaceSplit, args: argparse.Namespace) -> dict[str, object]:
     reference_batch = split.images[:BATCH].permute(0, 3, 1, 2).float().div(255).contiguous()
-    notebook = NOTEBOOK[family](rt.device)
+    notebook = NOTEBOOK[family](rt.device).step
     contenders: dict[str, Callable[[], None]] = {"notebook": lambda: notebook(reference_batch)}
     warmup_s = {}
     for name, (runtime, fused) in ladder(rt, args.compile).items():
