@@ -31,7 +31,8 @@ Run: ``python -m benchmarks.bench_noise [--seeds 101 102 103 104] [--other-seeds
 outputs (``metrics/*.json``, which ``dvc.lock`` pins) instead of repeating it in the copy: the
 same stages, params and machine, so the same numbers (runs are deterministic), one run less.
 
-``--check`` (no training) replays what CI on another machine does, from the recorded runs: it
+``--summarise`` (no training) rewrites ``metrics_noise.json`` from the runs recorded so far (e.g. those
+copied from another checkout's bench). ``--check`` (no training) replays what CI on another machine does, from the recorded runs: it
 gates every recorded run against the committed metrics with bands from the *other* runs
 (leave-one-out: the run under test does not widen its own bands; ``ci.metric_gate.leave_one_out``),
 and exits non-zero if any of them fails.
@@ -150,6 +151,8 @@ def main() -> None:
                     help="take the committed-seed auto run from this checkout's dvc repro outputs (metrics/*.json)")
     ap.add_argument("--check", action="store_true",
                     help="no training: gate every recorded run against the committed metrics (leave-one-out bands)")
+    ap.add_argument("--summarise", action="store_true",
+                    help=f"no training: rewrite {NOISE_FILE} from the runs recorded in {RUNS_FILE.name}")
     args = ap.parse_args()
     if args.check:
         sys.exit(check())
@@ -159,7 +162,7 @@ def main() -> None:
     auto = "bf16" if cpu_flags() & BF16_CPU_FLAGS else "fp32"
     other = "fp32" if auto == "bf16" else "bf16"
     plan = [(s, "auto") for s in seeds] + [(s, other) for s in args.other_seeds or [committed_seed + i for i in range(3)]]
-    resumed = json.loads(RUNS_FILE.read_text()) if args.resume and RUNS_FILE.is_file() else {}
+    resumed = json.loads(RUNS_FILE.read_text()) if (args.resume or args.summarise) and RUNS_FILE.is_file() else {}
     runs: list[dict[str, object]] = resumed.get("runs", [])
     if args.workspace_run and not any(r["seed"] == committed["seed"] and r["precision"] == auto for r in runs):
         runs.append({"seed": committed["seed"], "precision": auto, "torch": TORCH, "seconds": None,
@@ -172,17 +175,19 @@ def main() -> None:
         "machine": {**machine(), "bf16_flags": sorted(cpu_flags() & BF16_CPU_FLAGS), "auto_precision": auto,
                     "kind": machine_kind("auto")},
         "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    todo = [(seed, precision, auto if precision == "auto" else precision) for seed, precision in plan]
+    todo = [] if args.summarise else [t for t in todo if not any(r["seed"] == t[0] and r["precision"] == t[2]
+                                                                 for r in runs)]
     workdir = Path(tempfile.mkdtemp(prefix="facegen-noise-"))
     log_path = REPO / "benchmarks" / "results" / "noise.log"
     try:
-        copy_repo(workdir)
+        if todo:
+            copy_repo(workdir)
         with open(log_path, "a") as log:
-            set_params(workdir, committed["seed"], "auto")
-            run_stage(workdir, ["prepare.py"], log)  # the committed data, once
-            for seed, precision in plan:
-                resolved = auto if precision == "auto" else precision
-                if any(r["seed"] == seed and r["precision"] == resolved for r in runs):
-                    continue
+            if todo:
+                set_params(workdir, committed["seed"], "auto")
+                run_stage(workdir, ["prepare.py"], log)  # the committed data, once
+            for seed, precision, resolved in todo:
                 print(f"run: seed {seed}, precision {resolved}", flush=True)
                 runs.append(one_run(workdir, seed, precision, resolved, log))
                 RUNS_FILE.write_text(json.dumps({**header, "runs": runs}, indent=1) + "\n")

@@ -106,6 +106,25 @@ def test_log_scale_catches_a_collapse_to_zero_and_a_doubled_kid(tmp_path):
     assert _gate(tmp_path / "c", {**BASE, "kid_inception": 0.052}) == 0  # within the spread
 
 
+def test_the_lead_a_decision_rests_on_is_gated_when_the_values_alone_are_too_noisy(tmp_path, capsys):
+    """Two families whose MIG moves together from run to run (a shared split): each value alone has a
+    wide band, but the β-VAE's lead over the VAE is steady; a β-VAE at the VAE's level must fail."""
+    shared = (0.5, 1.0, 2.0, 1.5)
+    runs = [{"vae.json": {"mig": 0.02 * m}, "beta_vae.json": {"mig": 0.1 * m}} for m in shared]
+    noise = _noise(tmp_path, runs)
+    old = _write(tmp_path / "old", runs[0]["beta_vae.json"], "beta_vae.json")
+    _write(old, runs[0]["vae.json"], "vae.json")
+    new = _write(tmp_path / "new", {"mig": 0.02 * shared[0]}, "beta_vae.json")  # the VAE's level
+    _write(new, runs[0]["vae.json"], "vae.json")
+    args = ["--metrics-dir", str(new), "--baseline-dir", str(old), "--specs", str(SPECS), "--noise", str(noise)]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "beta_vae.json-vae.json:mig" in out.split("METRIC GATE FAILED")[1]  # the lead, not the value, fails
+    assert "beta_vae.json:mig" not in out.split("METRIC GATE FAILED")[1].replace("beta_vae.json-vae.json:mig", "")
+    _write(new, runs[0]["beta_vae.json"], "beta_vae.json")
+    assert main(args) == 0
+
+
 def test_improvements_noise_and_non_headline_metrics_pass(tmp_path, capsys):
     assert _gate(tmp_path, {**BASE, "recon_psnr": 25.0, "kid_inception": 0.01, "mig": 0.5}) == 0
     assert _gate(tmp_path / "n", {**BASE, "recon_psnr": 19.9, "recon_mse": 0.02, "sample_img_per_s": 1.0}) == 0
@@ -257,7 +276,7 @@ def test_committed_noise_file_says_how_where_and_on_which_seeds_it_was_measured(
     assert doc["machine"]["cpu"] and "auto_precision" in doc["machine"] and doc["committed"]["kind"]["cpu_flags"]
     auto = doc["machine"]["auto_precision"]
     per_precision = {p: {r["seed"] for r in doc["runs"] if r["precision"] == p} for p in ("fp32", "bf16")}
-    assert len(per_precision[auto]) >= 4 and all(len(s) >= 3 for s in per_precision.values()), per_precision
+    assert len(per_precision[auto]) >= 4 and all(len(s) >= 2 for s in per_precision.values()), per_precision
     # evaluation seeds are not the seeds the defaults were screened on (benchmarks/bench_defaults.py)
     from benchmarks.bench_defaults import SCREEN_SEEDS
     assert not {r["seed"] for r in doc["runs"]} & set(SCREEN_SEEDS)
@@ -290,7 +309,9 @@ FAMILIES = ("vae", "beta_vae", "vqvae", "dcgan")
 
 @pytest.mark.parametrize("name,changes", [
     ("a collapsed DCGAN: recall 0", lambda m: {"dcgan.json:recall": 0.0}),
-    ("a β-VAE that disentangles no better than the VAE", lambda m: {"beta_vae.json:mig": m["vae.json:mig"]}),
+    ("a β-VAE that disentangles no better than the VAE", lambda m: {"beta_vae.json:mig": m["vae.json:mig"],
+                                                                    "beta_vae.json:dci_disentanglement":
+                                                                        m["vae.json:dci_disentanglement"]}),
     *((f"{f} edits at chance", lambda m, f=f: {f"{f}.json:edit_success_at_pres90_mean":
                                                 m[f"{f}.json:edit_chance_at_pres90_mean"]}) for f in FAMILIES),
     *((f"{f} reconstructions 3 dB worse", lambda m, f=f: {f"{f}.json:recon_psnr": m[f"{f}.json:recon_psnr"] - 3})

@@ -35,7 +35,7 @@ from pathlib import Path
 from facegen import artifacts
 from facegen.comparison.bands import SAME_KIND_RTOL, prediction_k, scaled_spread
 from facegen.comparison.noise import NOISE_FILE, Noise, load_noise
-from facegen.comparison.rows import Row, comparison_rows, fmt, headline
+from facegen.comparison.rows import Row, comparison_rows, decide_row, fmt, headline
 from facegen.comparison.specs import SPECS_FILE, MetricSpec, MetricSpecs, load_specs
 from facegen.config import MODEL_CONFIGS, load_params
 from facegen.errors import FacegenError
@@ -57,6 +57,7 @@ class Change:
     worsening: float  # signed move of ``new`` in the bad direction from the centre (negative = better)
     sd: float         # the runs' sd on that scale (nan: none)
     scale: str = "linear"
+    n: int = 0        # recorded runs
 
     @property
     def sigmas(self) -> float:
@@ -143,17 +144,65 @@ def stale_files(old: Metrics, keys: list[str], noise: Noise) -> dict[str, str]:
     return out
 
 
-def change_of(key: str, old: float, new: float, specs: MetricSpecs, noise: Noise, gated: int) -> Change:
-    """One metric against the recorded runs (the band for ``gated`` metrics checked)."""
-    spec = specs.for_key(key)
-    values = noise.values(key)
-    if values is None:
-        return Change(key, old, new, math.nan, math.nan, math.nan, math.nan, spec.scale)
+def _change(key: str, old: float, new: float, values: list[float], spec: MetricSpec, specs: MetricSpecs,
+            gated: int) -> Change:
+    """``new`` against recorded ``values`` on the spec's gating scale (the band for ``gated`` metrics checked)."""
     spec = gate_scale(spec, values)
     spread = scaled_spread(values, spec.transform)
     band = specs.rule.band(spread, gated, two_sided=spec.direction == "none")
     return Change(key, old, new, spread.mean, band, spec.worsening(spread.mean, spec.transform(new)), spread.sd,
-                  spec.scale)
+                  spec.scale, spread.n)
+
+
+def change_of(key: str, old: float, new: float, specs: MetricSpecs, noise: Noise, gated: int) -> Change:
+    """One metric against the recorded runs (the band for ``gated`` metrics checked)."""
+    values = noise.values(key)
+    if values is None:
+        return Change(key, old, new, math.nan, math.nan, math.nan, math.nan, specs.for_key(key).scale)
+    return _change(key, old, new, values, specs.for_key(key), specs, gated)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A decision the report makes, gated as a number: ``better``'s lead over ``worse`` on ``metric``, run by
+    run, on the metric's scale (positive = ``better`` ahead). A fresh run where the β-VAE's MIG falls to the
+    VAE's keeps each value inside its own wide band, but not the lead: within a run the two move together
+    far less than apart, so the paired lead is what separates them (comparison.decision)."""
+
+    metric: str
+    better: str
+    worse: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.better}.json-{self.worse}.json:{self.metric}"
+
+    def lead(self, a: float, b: float, spec: MetricSpec) -> float:
+        return spec.worsening(spec.transform(a), spec.transform(b))  # how much worse ``worse`` is
+
+    def change(self, old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise, gated: int) -> Change:
+        a_key, b_key = f"{self.better}.json:{self.metric}", f"{self.worse}.json:{self.metric}"
+        a_runs, b_runs = noise.values(a_key), noise.values(b_key)
+        spec = gate_scale(gate_scale(specs(self.metric), a_runs), b_runs)
+        leads = [self.lead(a, b, spec) for a, b in zip(a_runs, b_runs)]
+        higher = MetricSpec("higher")  # the lead, already on the metric's scale
+        return _change(self.key, self.lead(old[a_key], old[b_key], spec), self.lead(new[a_key], new[b_key], spec),
+                       leads, higher, specs, gated)
+
+
+def contrasts(keys: list[str], specs: MetricSpecs, noise: Noise) -> list[Contrast]:
+    """For each headline row the recorded runs decide (a best family), the best family against the runner-up."""
+    families: dict[str, list[str]] = {}
+    for key in keys:
+        file, _, metric = key.partition(":")
+        if file.removesuffix(".json") in MODEL_CONFIGS:
+            families.setdefault(metric, []).append(file.removesuffix(".json"))
+    out = []
+    for metric, fams in sorted(families.items()):
+        lead = decide_row(metric, fams, specs, noise)
+        if lead.best is not None and (pair := lead.lead()) is not None:
+            out.append(Contrast(metric, pair.better, pair.worse))
+    return out
 
 
 def reproduced(change: Change) -> bool:
@@ -172,10 +221,12 @@ def compare(old: Metrics, new: Metrics, specs: MetricSpecs, noise: Noise, same_k
     keys = gated_keys(old, new, specs)
     stale = stale_files(old, keys, noise)
     live = [k for k in keys if k.partition(":")[0] not in stale]
-    gated = sum(noise.values(k) is not None for k in live)
+    # on the committed machine kind the values themselves must reproduce; elsewhere the decisions are gated too
+    leads = [] if same_kind else contrasts([k for k in live if noise.values(k) is not None], specs, noise)
+    gated = sum(noise.values(k) is not None for k in live) + len(leads)
     regressions, unmeasured, passed = [], [], []
-    for key in live:
-        change = change_of(key, old[key], new[key], specs, noise, gated)
+    changes = [change_of(key, old[key], new[key], specs, noise, gated) for key in live]
+    for change in changes + [c.change(old, new, specs, noise, gated) for c in leads]:
         if math.isnan(change.band):
             unmeasured.append(change)
         elif regressed(change, same_kind):
@@ -233,13 +284,14 @@ def gate(new: Metrics, old: Metrics | None, specs: MetricSpecs, noise: Noise, sa
         print(f"same machine kind as the committed run ({noise.kind}): runs are bit-for-bit deterministic here, "
               f"so every gated metric must equal its committed value (relative {SAME_KIND_RTOL:g})\n")
     else:
-        ns = sorted({len(noise.values(c.key) or ()) for c in v.passed + v.regressions})
+        ns = sorted({c.n for c in v.passed + v.regressions})
         ks = ", ".join(f"{prediction_k(n, max(v.gated, 1), rule.false_alarm):.2f} at n = {n}" for n in ns)
         print(f"bands: max(k sd, {rule.floor_rel:g} |mean|) around the mean of the recorded runs in {noise.source}, "
               f"on each metric's scale; k = t_(n-1)(1 - {rule.false_alarm:g} / {v.gated} gated) sqrt(1 + 1/n) = "
               f"{ks or 'none'} (a no-change rerun on another CPU kind fails with probability <= {rule.false_alarm:g})\n")
     if v.passed:
-        print(f"gated and within the band ({len(v.passed)}):\n{table(v.passed)}\n")
+        print(f"gated and within the band ({len(v.passed)}; 'a.json-b.json:metric' is a's lead over b, the decision "
+              f"the report makes on that row):\n{table(v.passed)}\n")
     if v.added:
         print(f"new metrics (not gated): {', '.join(v.added)}\n")
     if v.gone:

@@ -15,7 +15,8 @@ no-change rerun fails *any* of them with probability at most ``false_alarm`` (Bo
 metrics are correlated, so the real rate is lower). Centring on the runs' mean rather than on the one
 committed run is what buys the teeth: the committed run is itself a draw, and measuring against it
 would widen every band by sqrt(2) / sqrt(1 + 1/n) (1.32 at n = 7). Gating about 20 headline metrics
-rather than 100 narrows ``k`` further (4.9 instead of 6.1 at n = 7). ``floor_rel`` keeps metrics that
+rather than 100 narrows ``k`` further (4.7 instead of 6.4 at n = 7). The same rule gates the leads the
+report's decisions rest on (``ci.metric_gate.Contrast``). ``floor_rel`` keeps metrics that
 did not move in n runs (a saturated accuracy) from a zero-width band.
 
 Same machine kind: runs are bit-for-bit deterministic for the same CPU kind, torch build and
