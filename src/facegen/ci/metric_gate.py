@@ -137,8 +137,7 @@ def stale_files(old: Metrics, keys: list[str], noise: Noise) -> dict[str, str]:
             continue
         if reason := noise.stale_reason(key):
             out[file] = reason
-        elif (recorded := noise.committed_value(key)) is not None and \
-                abs(recorded - old[key]) > SAME_KIND_RTOL * max(1.0, abs(old[key])):
+        elif (recorded := noise.committed_value(key)) is not None and not same_value(recorded, old[key]):
             out[file] = (f"the committed {key} = {fmt(old[key])} is not the recorded committed run's {fmt(recorded)}: "
                          "the runs predate the committed models (rerun `python -m benchmarks.bench_noise`)")
     return out
@@ -205,8 +204,13 @@ def contrasts(keys: list[str], specs: MetricSpecs, noise: Noise) -> list[Contras
     return out
 
 
+def same_value(new: float, old: float) -> bool:
+    """Equal up to float printing: what a bit-for-bit reproduction of ``old`` gives."""
+    return abs(new - old) <= SAME_KIND_RTOL * max(1.0, abs(old))
+
+
 def reproduced(change: Change) -> bool:
-    return abs(change.new - change.old) <= SAME_KIND_RTOL * max(1.0, abs(change.old))
+    return same_value(change.new, change.old)
 
 
 def regressed(change: Change, same_kind: bool) -> bool:
