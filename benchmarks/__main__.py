@@ -30,12 +30,16 @@ MERGED = HERE / "results.json"
 # Run only when asked for: the pipeline (~15 min), the noise measurement (~45 min) and the
 # time-to-quality races (full training runs at the notebook's widths) are slow, bench_defaults needs
 # a family and overrides on its command line, and bench_memory writes ~12 GB.
-OPT_IN = {"pipeline", "noise", "defaults", "memory", "time_to_quality"}
+OPT_IN = {"pipeline", "noise", "defaults", "memory", "time_to_quality", "temperature"}
 
-TRAINING_TARGET = 1.3
+# Issue 28 retired the equal-architecture step target (>= 1.3x the notebook's step: bound by its
+# convolutions); what counts is time to the notebook's final quality, <= 1/3 of its wall time where bf16
+# is fast, <= 1/2 in fp32 (bench_time_to_quality). The step rows stay, without a target.
+TIME_TO_QUALITY_TARGET = {"bf16": 1 / 3, "fp32": 1 / 2}
 SAMPLING_TARGET = 20.0
-# Issue 17's budget: <= 15 min in fp32 (an AVX2-only CPU), <= 10 min where bf16 is fast; < 4 GB.
-PIPELINE_MINUTES = {"fp32": 15.0, "bf16": 10.0}
+# Issue 28's repro budget: <= 12 min on AMX, <= 15 min on AVX-512 BF16 without AMX, <= 20 min on
+# AVX2-only kernels in fp32; peak RSS < 4 GB.
+PIPELINE_MINUTES = {"amx": 12.0, "bf16": 15.0, "fp32": 20.0}
 PIPELINE_RSS_GB = 4.0
 
 
@@ -100,6 +104,27 @@ def _training_steps(training: dict[str, Any], dcgan: dict[str, Any]) -> dict[str
     return steps
 
 
+def _time_to_quality_rows(res: dict[str, Any]) -> list[str]:
+    """One row per family and width setting of bench_time_to_quality: facegen's seconds to the notebook
+    recipe's final validation quality, the notebook's seconds, their ratio against issue 28's target."""
+    rows = []
+    for name in ("time_to_quality", "time_to_quality_default"):
+        run = res.get(name, {})
+        precision = run.get("precision", "fp32")
+        target = TIME_TO_QUALITY_TARGET["bf16" if precision == "bf16" else "fp32"]
+        for family in ("vae", "vqvae", "dcgan"):
+            if not (entry := run.get(family)):
+                continue
+            ours, ratio = entry["facegen_seconds_to_notebook_final"], entry["ratio"]
+            quality = f"{entry['notebook_final']:.2f} dB PSNR" if entry["metric"] == "psnr_db" else \
+                f"KID {entry['notebook_final']:.3f}"
+            rows.append(f"| {family} time to the notebook recipe's final validation quality ({quality}), s "
+                        f"({run.get('widths', '?')} widths; facegen {precision}, notebook fp32) | {_num(ours)} | "
+                        f"{_num(entry['notebook_seconds'])} | {'—' if ratio is None else f'{ratio:.2f}×'} | "
+                        f"≤ {target:.2f}× | {_check(ratio is not None and ratio <= target)} |")  # never reached: no
+    return rows
+
+
 def table(merged: dict[str, Any]) -> str:
     res = merged["results"]
     rows = ["| benchmark | facegen | notebook reference | facegen / reference | target | met |",
@@ -113,11 +138,12 @@ def table(merged: dict[str, Any]) -> str:
         for label, (ours, theirs, ratio, precision, cap) in steps.items():
             where = f" on {cap} kernels (`ONEDNN_MAX_CPU_ISA={cap}`)" if cap else ""
             rows.append(_ratio_row(f"{label} training step{where}, img/s (batch 64, notebook architecture; facegen "
-                                   f"{precision}, notebook fp32)", ours, theirs, TRAINING_TARGET, ratio=ratio))
+                                   f"{precision}, notebook fp32)", ours, theirs, None, ratio=ratio))
             if load and not suffix:
                 rows.append(_ratio_row(f"{label} training epoch incl. data loading, img/s",
                                        end_to_end(ours, load["facegen_img_per_s"]),
-                                       end_to_end(theirs, load["notebook_img_per_s"]), TRAINING_TARGET))
+                                       end_to_end(theirs, load["notebook_img_per_s"]), None))
+    rows += _time_to_quality_rows(res)
     if load:
         rows.append(_ratio_row("training data loading, img/s (notebook: JPEG decode + resize every epoch)",
                                load["facegen_img_per_s"], load["notebook_img_per_s"], None, digits=0))
@@ -152,7 +178,8 @@ def table(merged: dict[str, Any]) -> str:
         label = "`precision: fp32`" if name == "pipeline_fp32" else f"`precision: auto` = {precision}"
         if cap := _get(pipe, "machine", "onednn_max_cpu_isa"):
             label += f" on {cap} kernels"
-        budget = PIPELINE_MINUTES[precision]
+        amx = "amx_tile" in (_get(pipe, "machine", "cpu_flags") or ())
+        budget = PIPELINE_MINUTES["amx" if amx and precision == "bf16" else precision]
         rows.append(f"| default `dvc repro` from scratch ({label}), minutes | {_num(minutes, 1)} | — | — | "
                     f"≤ {budget:.0f} | {_check(ok and minutes is not None and minutes <= budget)} |")
         rows.append(f"| default `dvc repro` ({label}), peak RSS of the process tree, GB | {rss_gb:.2f} | — | — | "

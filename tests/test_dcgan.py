@@ -184,3 +184,54 @@ def test_sample_diversity_analysis_writes_its_figure(cfg, rt, tmp_path):
     expected = {"sample_diversity_ratio", "sample_diversity_ratio_features", "d_real_test", "d_fake_samples"}
     assert expected <= set(metrics)
     assert metrics["sample_diversity_ratio"] > 0 and ctx.notes
+
+
+def test_diffaugment_policies_are_differentiable_random_and_keep_shape():
+    from facegen.config import DIFFAUGMENT_POLICIES
+    from facegen.models.diffaugment import POLICIES, diff_augment
+
+    assert set(POLICIES) == set(DIFFAUGMENT_POLICIES)  # the config validates the names the module applies
+    x = (torch.rand(8, 3, SIZE, SIZE) * 2 - 1).requires_grad_(True)
+    assert torch.equal(diff_augment(x, ()), x)  # no policy: the identity (the notebook's D input)
+    for policy in [(p,) for p in POLICIES] + [tuple(POLICIES)]:
+        torch.manual_seed(0)
+        a = diff_augment(x, policy)
+        b = diff_augment(x, policy)  # a second draw differs
+        assert a.shape == x.shape and not torch.equal(a, b)
+        (grad,) = torch.autograd.grad(a.sum(), x)
+        assert grad.abs().sum() > 0  # G's gradient flows through the augmentation
+    torch.manual_seed(1)
+    cut = diff_augment(x.detach() * 0 + 1, ("cutout",))
+    zeros = (cut == 0).float().mean((1, 2, 3))  # a half-side square, clipped at the border: 1/16..1/4
+    assert ((zeros > 0) & (zeros <= 0.25 + 1e-6)).all()
+    with pytest.raises(Exception, match="flip"):
+        dataclasses.replace(DCGANConfig(), diffaugment="color,flip")
+    assert DCGANConfig(diffaugment=" color , cutout").diffaugment_policy == ("color", "cutout")
+
+
+def test_small_data_methods_change_the_step_and_off_is_the_notebook_step(cfg):
+    # Off (the defaults): exactly the plain step; on: R1 reported, D's lr scaled, augmented D inputs.
+    plain, same = _model(cfg), _model(cfg)
+    torch.manual_seed(0)
+    plain.train_step(_batch(), plain.optimizers())
+    torch.manual_seed(0)
+    same.train_step(_batch(), same.optimizers())
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), same.parameters()))
+    on = _model(dataclasses.replace(cfg, diffaugment="color,translation,cutout", r1_gamma=10.0, d_lr_ratio=4.0))
+    opts = on.optimizers()
+    assert opts["d"].defaults["lr"] == 4 * opts["g"].defaults["lr"] == 4 * cfg.train.lr
+    torch.manual_seed(0)
+    out = on.train_step(_batch(), opts)
+    assert set(out) == {"loss_d", "loss_g", "d_real", "d_fake", "r1"}
+    assert out["r1"] > 0 and all(torch.isfinite(v) for v in out.values())
+    assert all(p.grad is None or not p.grad.requires_grad for p in on.d.parameters())  # no graph kept
+
+
+def test_ttur_onecycle_peaks_at_each_players_own_rate(cfg):
+    from facegen.training.loop import lr_schedulers
+
+    model = _model(dataclasses.replace(cfg, d_lr_ratio=2.0))
+    opts = model.optimizers()
+    lr_schedulers(opts, dataclasses.replace(cfg.train, schedule="onecycle", epochs=1), 10)
+    peak = {k: opt.param_groups[0]["max_lr"] for k, opt in opts.items()}
+    assert peak == {"d": 2 * cfg.train.lr, "g": cfg.train.lr}

@@ -38,6 +38,13 @@ def test_beats_needs_a_paired_separation_and_the_margin() -> None:
     assert [o.status for o in status(check, {"vae": {"recon_psnr": 26.0}}, nz)] == ["not judged"]
     too_few = recorded({"vqvae.json:recon_psnr": [28.5, 28.6], "vae.json:recon_psnr": [26.0, 26.1]})
     assert [o.status for o in status(check, metrics, too_few)] == ["not judged"]
+    # rate=True says how many bits each latent carries, from the runs' rate_bits (the why of the gap)
+    rated = recorded({"vqvae.json:recon_psnr": runs(28.5), "vae.json:recon_psnr": runs(26.0),
+                      "vqvae.json:rate_bits": runs(900.0, 10.0), "vae.json:rate_bits": runs(200.0, 10.0)})
+    outcome, = status(Beats("recon_psnr", "vqvae", "vae", by=2.0, rate=True), metrics, rated)
+    assert outcome.status == "met" and outcome.text.endswith(
+        "vqvae's latent carries 4.5× vae's bits (900 vs 200 bits/image), means over the runs")
+    assert "bits/image" not in status(Beats("recon_psnr", "vqvae", "vae", rate=True), metrics, nz)[0].text
 
 
 def test_paired_runs_separate_what_independent_sds_cannot() -> None:
@@ -92,7 +99,7 @@ def test_claim_status_and_every_default_expectation_is_judged_on_complete_metric
     assert exp.judge({}, SPECS, None)[0] == "not judged"
     # Every metric a default expectation names exists in a real metrics file's vocabulary.
     names = {c.metric for e in EXPECTATIONS for c in e.checks if hasattr(c, "metric")}
-    assert names <= {"recon_psnr", "recon_ssim", "kid_inception", "mig"}
+    assert names <= {"recon_psnr", "recon_ssim", "kid_inception", "mig", "dci_disentanglement"}
     verdicts = judge_all({}, SPECS, None)
     assert len(verdicts) == len(EXPECTATIONS) and all(v.status == "not judged" for v in verdicts)
 

@@ -1,6 +1,8 @@
 """The CI metric gate: headline metrics against the recorded runs; known breakage fails, every recorded run passes."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import subprocess
@@ -159,6 +161,12 @@ def test_params_that_were_not_recorded_make_every_file_stale(tmp_path):
                                                                                  "num_samples": 7})})
     assert load_noise(path, other).values("vae.json:recon_psnr") is None
     assert "other params" in load_noise(path, other).stale_reason("vae.json:recon_psnr")
+    # A knob at its declared default is the behaviour before the knob existed: the runs stand; set, they do not.
+    dcgan = params.models["dcgan"]
+    assert fingerprint(dataclasses.replace(params, models={**params.models, "dcgan": dataclasses.replace(
+        dcgan, r1_gamma=type(dcgan)().r1_gamma)})) == fingerprint(params)
+    assert fingerprint(dataclasses.replace(params, models={**params.models, "dcgan": dataclasses.replace(
+        dcgan, r1_gamma=1.0)})) != fingerprint(params)
 
 
 def test_on_the_committed_machine_kind_the_run_must_reproduce_exactly(tmp_path, capsys):

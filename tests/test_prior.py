@@ -161,6 +161,15 @@ def test_extract_codes_then_fit_prior_then_sample(tmp_path, monkeypatch, rt):
     vqvae = load_trained("vqvae")
     images = vqvae.sample(3, torch.Generator().manual_seed(0), torch.tensor([[1.0, 0.0]] * 3))
     assert images.shape == (3, 3, 16, 16) and 0 <= float(images.min()) and float(images.max()) <= 1
+    assert vqvae.sampling_temperature == params.prior.temperature  # what the report states beside realism
+    # bench_temperature's draws: one generator seed, so only the temperature differs between its rows
+    from benchmarks.bench_temperature import prior_samples, summary
+    cold, again, hot = (prior_samples(vqvae, rt, 6, 4, t, seed=3) for t in (0.5, 0.5, 1.0))
+    assert cold.shape == (6, 3, 16, 16) and torch.equal(cold, again) and not torch.equal(cold, hot)
+    rows = [{"seed": s, "temperature": t, "kid_inception": k}
+            for s, t, k in ((1, 0.5, 0.2), (1, 1.0, 0.3), (2, 0.5, 0.25), (2, 1.0, 0.2))]
+    assert summary(rows) == {"0.5": {"kid_inception_mean": pytest.approx(0.225), "lowest_on_seeds": 1},
+                             "1.0": {"kid_inception_mean": pytest.approx(0.25), "lowest_on_seeds": 1}}
 
 
 def test_prior_config_rejects_even_kernels():

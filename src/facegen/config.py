@@ -161,6 +161,9 @@ class VQVAEConfig:
     train: TrainConfig = TrainConfig()
 
 
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")  # models/diffaugment.py, Zhao et al. 2020
+
+
 @dataclass(frozen=True)
 class DCGANConfig:
     nz: int = field(default=100, metadata=rng(ge=1))
@@ -174,7 +177,25 @@ class DCGANConfig:
     inversion_steps: int = field(default=200, metadata=rng(ge=1))
     inversion_restarts: int = field(default=2, metadata=rng(ge=1))
     inversion_lr: float = field(default=0.1, metadata=rng(gt=0))
+    # Small-data GAN methods, off in the notebook (each measured in docs/defaults.md):
+    # DiffAugment policy, comma-separated DIFFAUGMENT_POLICIES ("" = none); R1 penalty weight γ on D's
+    # gradient at real images (Mescheder et al. 2018; 0 = none); TTUR: D's learning rate as a multiple
+    # of train.lr, G's being train.lr (Heusel et al. 2017; 1 = one learning rate).
+    diffaugment: str = ""
+    r1_gamma: float = field(default=0.0, metadata=rng(ge=0))
+    d_lr_ratio: float = field(default=1.0, metadata=rng(gt=0))
     train: TrainConfig = TrainConfig(lr=2e-4)
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.diffaugment_policy if p not in DIFFAUGMENT_POLICIES]
+        if unknown:
+            raise ConfigError(f"params.yaml: models.dcgan.diffaugment has {unknown}; valid: "
+                              f"{', '.join(DIFFAUGMENT_POLICIES)} (comma-separated) or \"\"")
+
+    @property
+    def diffaugment_policy(self) -> tuple[str, ...]:
+        """``diffaugment`` as names: ``"color, cutout"`` -> ``("color", "cutout")``."""
+        return tuple(p.strip() for p in self.diffaugment.split(",") if p.strip())
 
 
 @dataclass(frozen=True)
@@ -425,6 +446,30 @@ def to_dict(cfg: Any) -> Any:
     if isinstance(cfg, tuple):
         return [to_dict(v) for v in cfg]
     return cfg
+
+
+def non_default(cfg: Any, default: Any = None) -> Any:
+    """``to_dict(cfg)`` less every dataclass field equal to its default (``default``: the instance to
+    compare with, e.g. a nested field's declared default; None: the class's own defaults).
+
+    What identifies the behaviour a config asks for across code versions: a knob added later whose
+    default keeps the old behaviour leaves it unchanged; a changed value, or a default changed under a
+    value params.yaml sets, changes it."""
+    if dataclasses.is_dataclass(cfg):
+        ref = type(cfg)() if default is None else default
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cfg):
+            value, base = getattr(cfg, f.name), getattr(ref, f.name)
+            if dataclasses.is_dataclass(value):
+                changed = non_default(value, base)
+                if changed:
+                    out[f.name] = changed
+            elif value != base:
+                out[f.name] = to_dict(value)
+        return out
+    if isinstance(cfg, dict):
+        return {k: non_default(v) for k, v in cfg.items()}
+    return to_dict(cfg)
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

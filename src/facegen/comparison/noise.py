@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from facegen.config import Params, params_hash
+from facegen.config import Params, non_default, params_hash
 from facegen.errors import ConfigError
 
 NOISE_FILE = Path("metrics_noise.json")
@@ -58,8 +58,11 @@ def spread_of(values: list[float]) -> Spread:
 
 def fingerprint(params: Params) -> str:
     """What the recorded runs must share with the models they describe: every param but the seed
-    (the runs vary it), the runtime (they vary the precision) and tracking (names only)."""
-    return params_hash(params.data, params.classifier, params.models, params.prior, params.evaluate)
+    (the runs vary it), the runtime (they vary the precision) and tracking (names only). Params at
+    their declared default are left out (``config.non_default``), so adding a knob whose default
+    keeps the old behaviour does not stale runs that the old code measured."""
+    return params_hash(*(non_default(s) for s in (params.data, params.classifier, params.models, params.prior,
+                                                   params.evaluate)))
 
 
 def summarise(runs: list[Mapping[str, Mapping[str, float]]], skip: frozenset[str] = frozenset({"summary.json"})

@@ -135,7 +135,7 @@ def _draw_samples(ctx: EvalContext, n: int, generator: torch.Generator) -> torch
 
 
 def sample_quality(ctx: EvalContext) -> dict[str, float]:
-    """Sample realism in two feature spaces, each against real test faces.
+    """Sample realism in two feature spaces, each against real test faces, and the temperature sampled at.
 
     * Standard Inception-v3 (``fid_inception``, ``kid_inception``): the first ``inception_samples``
       samples against the ``inception_real`` test faces whose features the reference stage cached
@@ -146,7 +146,7 @@ def sample_quality(ctx: EvalContext) -> dict[str, float]:
     One draw serves both (the larger of the two counts): at the GPU profile's 10,000 each, a second
     draw would double the prior's sampling time for samples from the same distribution.
     """
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"sampling_temperature": ctx.model.sampling_temperature}
     n = min(ctx.cfg.num_samples, len(ctx.test)) if ctx.classifier is not None else 0
     n_inception = ctx.cfg.inception_samples if ctx.inception_reference is not None else 0
     fake = _draw_samples(ctx, max(n, n_inception), ctx.generator(6)) if max(n, n_inception) else None

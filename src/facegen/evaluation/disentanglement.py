@@ -60,8 +60,10 @@ def mig(codes: np.ndarray, factors: np.ndarray, bins: int) -> float:
 
 
 def sap(codes: np.ndarray, factors: np.ndarray) -> float:
-    c = codes - codes.mean(0)
-    f = factors - factors.mean(0)
+    # float64: a float32 product's last digits follow BLAS's summation order, which is not fixed
+    # between runs of the same code (the committed SAP moved in its 7th digit between two repros)
+    c = codes.astype(np.float64) - codes.mean(0, dtype=np.float64)
+    f = factors.astype(np.float64) - factors.mean(0, dtype=np.float64)
     cov = c.T @ f / len(c)
     var = np.outer(c.var(0), f.var(0))
     score = np.divide(cov ** 2, var, out=np.zeros_like(cov), where=var > 0)  # R² of 1-D linear fits

@@ -99,6 +99,12 @@ class GenerativeModel(nn.Module, ABC):
         """Attribute names ``sample(..., attrs)`` conditions on, in column order; () = it ignores attrs."""
         return ()
 
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature ``sample`` draws at, which the report states beside realism: 1 = the prior as
+        trained (the VAEs' and the GAN's N(0, I); no truncation trick)."""
+        return 1.0
+
     def latent_prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Draw ``n`` latents from the prior that ``decode`` expects (start points for GAN-style edits)."""
         raise NotImplementedError(f"{self.family} has no continuous latent prior")

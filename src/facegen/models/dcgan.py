@@ -18,15 +18,23 @@ Differences from the notebook, all behaviour-preserving or optional:
   every epoch end (the raw G's statistics belong to different weights).
 * Real images arrive in [0, 1] and are mapped to tanh's [-1, 1] for D; G's output is mapped back
   to [0, 1] for every public method.
+* Three small-data methods, off by default (each measured on the screening seeds, docs/defaults.md):
+  DiffAugment (``diffaugment``: the same random, differentiable transforms on every image D sees,
+  real or fake, in both steps; models/diffaugment.py), the R1 penalty on D's gradient at real images
+  (``r1_gamma``), and TTUR (``d_lr_ratio``: D's learning rate a multiple of G's). With all three off
+  the step is the plain one above, operation for operation (the committed runs were made before
+  they existed).
 
 The GAN has no encoder: ``encode`` inverts G by latent optimisation (models/inversion.py), so
 reconstructions are labelled as inversions, and attribute edits use classifier boundaries fitted
 on samples (latent/boundaries.py) instead of encoded mean differences.
 
 Defaults in params.yaml, chosen by measurement on the default data (9600 procedural faces, 2-core
-CPU; quality = FID on attribute-classifier features of 1000 samples vs 1000 test faces, as in
-``evaluate``: the VAE scores ~9, uniform noise ~112; plus the mean per-image pixel std, 0.23 for
-real faces, and looking at the grids):
+CPU); today's widths and epochs (G 32, D 16, 8 epochs) and the small-data methods are measured in
+docs/defaults.md. The first screen, which the loss and the D's normalisation still rest on (quality =
+FID on attribute-classifier features of 1000 samples vs 1000 test faces, as in ``evaluate``: the VAE
+scores ~9, uniform noise ~112; plus the mean per-image pixel std, 0.23 for real faces, and looking
+at the grids):
 * width 16: CPU cost per train step is ~0.16 s at ngf=ndf=16, 0.30 s at 24, 0.45 s at 32 and
   1.6 s at the notebook's 64 (batch 64, one thread), so only width 16 gets ~10 epochs into the
   ~3 minute budget.
@@ -55,6 +63,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from facegen.config import DCGANConfig
 from facegen.data.dataset import Batch
+from facegen.models.diffaugment import diff_augment
 from facegen.models.inversion import invert
 from facegen.models.base import ADVERSARIAL, EDIT, ENCODE, RECONSTRUCT, GenerativeModel
 from facegen.runtime import eval_mode, to_device
@@ -141,8 +150,9 @@ class DCGAN(GenerativeModel):
         return self
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Adam for each player; D's learning rate is ``d_lr_ratio`` × G's (TTUR, Heusel et al. 2017)."""
         lr, betas = self.cfg.train.lr, (self.cfg.beta1, 0.999)
-        return {"d": torch.optim.Adam(self.d.parameters(), lr=lr, betas=betas),
+        return {"d": torch.optim.Adam(self.d.parameters(), lr=lr * self.cfg.d_lr_ratio, betas=betas),
                 "g": torch.optim.Adam(self.g.parameters(), lr=lr, betas=betas)}
 
     # -- latent space ---------------------------------------------------------------------------
@@ -181,33 +191,54 @@ class DCGAN(GenerativeModel):
             return -fake.mean()
         return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))  # non-saturating, as notebook
 
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        """D's logits (N,) for images in [-1, 1], through the DiffAugment policy when one is set."""
+        return self.d(diff_augment(x, self.cfg.diffaugment_policy)).flatten()
+
+    def _r1(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits on ``real`` and the R1 penalty γ/2 · E‖∇ₓD(x)‖² (Mescheder et al. 2018, "Which
+        training methods for GANs do actually converge?"): zero-centred at the data, it damps D's
+        oscillation around the equilibrium. The gradient is taken at the un-augmented image, as in
+        StyleGAN2-ADA, so the penalty does not depend on the augmentation draw."""
+        real = real.detach().requires_grad_(True)
+        scores = self._score(real)
+        (grad,) = torch.autograd.grad(scores.float().sum(), real, create_graph=True)
+        return scores, self.cfg.r1_gamma / 2 * grad.float().square().sum(dim=(1, 2, 3)).mean()
+
     def train_step(self, batch: Batch, opts: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
         """The notebook's step: D on a real and a fake batch, then G against the *updated* D.
 
         Real and fake go through D separately (not concatenated) so D's BatchNorm sees the same
-        per-batch statistics as in the notebook.
+        per-batch statistics as in the notebook. With ``diffaugment`` every image D sees, in both
+        steps, is augmented; with ``r1_gamma`` D's loss adds the R1 penalty.
         """
         real = batch.images * 2 - 1
         z = torch.randn(real.shape[0], self.cfg.nz, device=real.device)
         fake = self._generate(self.g, z)
 
         opts["d"].zero_grad(set_to_none=True)
-        d_real = self.d(real).flatten()
-        d_fake = self.d(fake.detach()).flatten()
+        if self.cfg.r1_gamma > 0:
+            d_real, r1 = self._r1(real)
+        else:
+            d_real, r1 = self._score(real), None
+        d_fake = self._score(fake.detach())
         loss_d = self._d_loss(d_real, d_fake)
-        loss_d.backward()
+        (loss_d if r1 is None else loss_d + r1).backward()
         opts["d"].step()
 
         opts["g"].zero_grad(set_to_none=True)
         self.d.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
-        loss_g = self._g_loss(self.d(fake).flatten())
+        loss_g = self._g_loss(self._score(fake))
         loss_g.backward()
         self.d.requires_grad_(True)
         opts["g"].step()
         self._update_ema()
         # D(x), D(G(z)) as probabilities (the logistic reading of D's score for either loss).
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-                "d_real": torch.sigmoid(d_real.detach()).mean(), "d_fake": torch.sigmoid(d_fake.detach()).mean()}
+        out = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+               "d_real": torch.sigmoid(d_real.detach()).mean(), "d_fake": torch.sigmoid(d_fake.detach()).mean()}
+        if r1 is not None:
+            out["r1"] = r1.detach()
+        return out
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -129,6 +129,12 @@ class VQVAE(SingleLossTraining, GenerativeModel):
         """The conditional prior's attributes (what ``sample(..., attrs)`` uses); () without a prior."""
         return tuple(self._companions["prior"].attr_names) if "prior" in self._companions else ()
 
+    @property
+    def sampling_temperature(self) -> float:
+        """``prior.temperature``: the PixelCNN's logits are divided by it before each code is drawn
+        (benchmarks/bench_temperature.py scores it on validation faces; docs/defaults.md)."""
+        return self.prior.cfg.temperature
+
     def sample(self, n: int, generator: torch.Generator, attrs: torch.Tensor | None = None) -> torch.Tensor:
         """Codes from the prior (conditioned on ``attrs`` if it is conditional), decoded."""
         with torch.inference_mode():

@@ -107,15 +107,16 @@ def lr_schedulers(opts: dict[str, torch.optim.Optimizer], tcfg: TrainConfig, ste
                   ) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
     """One per-step scheduler per optimiser for ``tcfg.schedule`` (none for ``constant``).
 
-    ``onecycle`` is torch's OneCycleLR peaking at ``tcfg.lr`` after 30 % of the steps (``linear``
-    warm-up from lr/25, cosine decay to lr/1e4). Momentum is *not* cycled: it would overwrite
-    Adam's β1, which the DCGAN sets to 0.5 on purpose (Radford et al. 2016).
+    ``onecycle`` is torch's OneCycleLR peaking at each optimiser's own learning rate (``tcfg.lr``, or a
+    multiple of it: the DCGAN's TTUR) after 30 % of the steps (``linear`` warm-up from lr/25, cosine
+    decay to lr/1e4). Momentum is *not* cycled: it would overwrite Adam's β1, which the DCGAN sets to
+    0.5 on purpose (Radford et al. 2016).
     """
     if tcfg.schedule == "constant":
         return {}
     total = max(tcfg.epochs * steps_per_epoch, 1)
-    return {name: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=total, pct_start=0.3,
-                                                      anneal_strategy="cos", cycle_momentum=False)
+    return {name: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt.defaults["lr"], total_steps=total,
+                                                      pct_start=0.3, anneal_strategy="cos", cycle_momentum=False)
             for name, opt in opts.items()}
 
 
