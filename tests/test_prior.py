@@ -162,14 +162,24 @@ def test_extract_codes_then_fit_prior_then_sample(tmp_path, monkeypatch, rt):
     images = vqvae.sample(3, torch.Generator().manual_seed(0), torch.tensor([[1.0, 0.0]] * 3))
     assert images.shape == (3, 3, 16, 16) and 0 <= float(images.min()) and float(images.max()) <= 1
     assert vqvae.sampling_temperature == params.prior.temperature  # what the report states beside realism
-    # bench_temperature's draws: one generator seed, so only the temperature differs between its rows
-    from benchmarks.bench_temperature import prior_samples, summary
-    cold, again, hot = (prior_samples(vqvae, rt, 6, 4, t, seed=3) for t in (0.5, 0.5, 1.0))
+    # bench_temperature swaps the prior's temperature in place: same generator seed, only the temperature differs
+    from benchmarks.bench_temperature import at_temperature, choose, summary
+    draws = []
+    for t in (0.5, 0.5, 1.0):
+        at_temperature(vqvae, t)
+        draws.append(vqvae.sample(6, torch.Generator().manual_seed(3)))
+    cold, again, hot = draws
+    assert vqvae.sampling_temperature == 1.0
     assert cold.shape == (6, 3, 16, 16) and torch.equal(cold, again) and not torch.equal(cold, hot)
-    rows = [{"seed": s, "temperature": t, "kid_inception": k}
-            for s, t, k in ((1, 0.5, 0.2), (1, 1.0, 0.3), (2, 0.5, 0.25), (2, 1.0, 0.2))]
-    assert summary(rows) == {"0.5": {"kid_inception_mean": pytest.approx(0.225), "lowest_on_seeds": 1},
-                             "1.0": {"kid_inception_mean": pytest.approx(0.25), "lowest_on_seeds": 1}}
+    rows = [{"seed": s, "temperature": t, "kid_inception": k, "recall": r}
+            for s, t, k, r in ((1, 0.5, 0.2, 0.5), (1, 1.0, 0.3, 0.6), (2, 0.5, 0.25, 0.5), (2, 1.0, 0.2, 0.6))]
+    by_t = summary(rows)
+    assert by_t == {"0.5": {"kid_inception_mean": pytest.approx(0.225), "recall_mean": 0.5, "lowest_on_seeds": 1},
+                    "1.0": {"kid_inception_mean": pytest.approx(0.25), "recall_mean": 0.6, "lowest_on_seeds": 1}}
+    # 0.5 has the lower KID but keeps only 83 % of T = 1's recall (< 90 %): the as-trained prior is chosen
+    assert choose(by_t) == 1.0
+    by_t["0.5"]["recall_mean"] = 0.55
+    assert choose(by_t) == 0.5
 
 
 def test_prior_config_rejects_even_kernels():

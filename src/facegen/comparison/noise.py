@@ -24,13 +24,16 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from facegen.config import Params, non_default, params_hash
 from facegen.errors import ConfigError
 
 NOISE_FILE = Path("metrics_noise.json")
 MIN_RUNS = 3  # fewer runs than this is no measured spread
+# The params sections that shape the recorded models; the seed (the runs vary it), the runtime (they vary the
+# precision) and tracking (names only) are left out.
+RECORDED_SECTIONS = ("data", "classifier", "models", "prior", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,30 @@ def spread_of(values: list[float]) -> Spread:
     return Spread(statistics.fmean(values), sd, min(values), max(values), len(values))
 
 
+def recorded_params(params: Params) -> dict[str, Any]:
+    """What the recorded runs must share with the models they describe: each of ``RECORDED_SECTIONS``
+    less the params at their declared default (``config.non_default``), so adding a knob whose default
+    keeps the old behaviour does not stale runs that the old code measured. Written into the noise
+    file, so a later change can be located (:func:`changed_params`)."""
+    return {section: non_default(getattr(params, section)) for section in RECORDED_SECTIONS}
+
+
 def fingerprint(params: Params) -> str:
-    """What the recorded runs must share with the models they describe: every param but the seed
-    (the runs vary it), the runtime (they vary the precision) and tracking (names only). Params at
-    their declared default are left out (``config.non_default``), so adding a knob whose default
-    keeps the old behaviour does not stale runs that the old code measured."""
-    return params_hash(*(non_default(s) for s in (params.data, params.classifier, params.models, params.prior,
-                                                   params.evaluate)))
+    """A short hash of :func:`recorded_params`: the recorded runs hold for ``params`` only if it matches."""
+    return params_hash(*recorded_params(params).values())
+
+
+def changed_params(recorded: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys (``"prior.temperature"``) whose value differs between two :func:`recorded_params`
+    (a key on one side only counts: it left or took its default), sorted."""
+    out: list[str] = []
+    for key in sorted(set(recorded) | set(current)):
+        a, b, name = recorded.get(key), current.get(key), f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += changed_params(a, b, f"{name}.")
+        elif a != b:
+            out.append(name)
+    return out
 
 
 def summarise(runs: list[Mapping[str, Mapping[str, float]]], skip: frozenset[str] = frozenset({"summary.json"})
