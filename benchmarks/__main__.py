@@ -108,7 +108,7 @@ def _time_to_quality_rows(res: dict[str, Any]) -> list[str]:
     """One row per family and width setting of bench_time_to_quality: facegen's seconds to the notebook
     recipe's final validation quality, the notebook's seconds, their ratio against issue 28's target."""
     rows = []
-    for name in ("time_to_quality", "time_to_quality_default", "time_to_quality_avx2"):
+    for name in ("time_to_quality", "time_to_quality_default", "time_to_quality_avx2", "time_to_quality_default_avx2"):
         run = res.get(name, {})
         precision = run.get("precision", "fp32")
         kernels = "; AVX2 kernels" if _get(run, "machine", "onednn_max_cpu_isa") else ""
