@@ -42,7 +42,7 @@ reference too: they are per seed) with the run's seed and precision. A run whose
 (``classifier.json``, ``reference.json``) do not come out byte for byte as recorded stops it: this
 machine would not reproduce the other families' runs, so the record would mix machines. The
 committed run is taken from the workspace's ``dvc repro`` (``dvc repro`` it first). About a quarter
-of a full record per family (vqvae: ~55 min on 2 Zen 4 cores).
+of a full record per family (vqvae: 42 min for the 7 runs on 2 Zen 5 cores).
 
 ``--summarise`` (no training) rewrites ``metrics_noise.json`` from the runs recorded so far (e.g. those
 copied from another checkout's bench). ``--check`` (no training) replays what CI on another machine does, from the recorded runs: it
@@ -142,6 +142,7 @@ def stage_name(argv: list[str]) -> str:
 
 
 def _closure(graph, start, step) -> set:  # noqa: ANN001 - dvc's networkx graph and its nodes
+    """Every node reachable from ``start`` by repeating ``step`` (``graph.successors``: what it depends on)."""
     seen, todo = set(), [start]
     while todo:
         for node in step(todo.pop()):
