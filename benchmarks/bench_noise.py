@@ -308,7 +308,7 @@ def rerecord(families: list[str], resume: bool) -> None:
     files = [f"{family}.json" for family in families]
     mark = {"families": sorted(families), "params_fingerprint": fingerprint(params), "changed": changed,
             "kind": machine_kind("auto")}
-    auto = "bf16" if cpu_flags() & BF16_CPU_FLAGS else "fp32"
+    auto = mark["kind"]["precision"]  # what precision auto resolves to here (machine_kind resolved it)
     print(f"re-recording {', '.join(files)} in {len(runs)} runs (changed: {', '.join(changed) or 'no params'}; "
           f"stages: {', '.join(stage_name(list(a)) for a in stages)})", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="facegen-noise-"))
