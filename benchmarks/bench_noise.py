@@ -232,7 +232,8 @@ def main() -> None:
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
     committed_seed = committed["seed"]
     seeds = args.seeds or [committed_seed + i for i in range(4)]
-    auto = "bf16" if cpu_flags() & BF16_CPU_FLAGS else "fp32"
+    kind = machine_kind("auto")
+    auto = kind["precision"]  # what precision auto resolves to here (machine_kind resolved it)
     other = "fp32" if auto == "bf16" else "bf16"
     plan = [(s, "auto") for s in seeds] + [(s, other) for s in args.other_seeds or [committed_seed + i for i in range(3)]]
     resumed = json.loads(RUNS_FILE.read_text()) if (args.resume or args.summarise) and RUNS_FILE.is_file() else {}
@@ -246,7 +247,7 @@ def main() -> None:
     header = {k: resumed[k] for k in ("command", "machine", "started") if k in resumed} or {
         "command": shlex.join(["python", "-m", "benchmarks.bench_noise", *sys.argv[1:]]),
         "machine": {**machine(), "bf16_flags": sorted(cpu_flags() & BF16_CPU_FLAGS), "auto_precision": auto,
-                    "kind": machine_kind("auto")},
+                    "kind": kind},
         "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     todo = [(seed, precision, auto if precision == "auto" else precision) for seed, precision in plan]
     todo = [] if args.summarise else [t for t in todo if not any(r["seed"] == t[0] and r["precision"] == t[2]

@@ -3,7 +3,8 @@
 * ``torchrun --nproc_per_node=2 stages/train.py`` on a tiny config follows the single-process
   run with the same global batch. Not bit-for-bit: ranks draw their own noise (the VAE's ε).
 * Two spawned ranks train each family through ``fit``; they must end with identical weights and
-  buffers (the GAN's two optimisers, the VQ-VAE's EMA codebook and dead-code restarts included).
+  buffers (the GAN's two optimisers, the VQ-VAE's EMA codebook and dead-code restarts included),
+  and the DCGAN with R1, DiffAugment and TTUR on.
 * Two ranks equal one process on the global batch, tensor by tensor, where a step draws no noise:
   BatchNorm statistics and weights (the attribute classifier), the EMA codebook and its restarts
   (the VQ-VAE). Before synchronised BatchNorm and the all-reduced codebook update this failed:
@@ -41,6 +42,12 @@ CONFIGS = {
                          embedding_dim=4, train=TRAIN),
     "dcgan": DCGANConfig(nz=8, ngf=8, ndf=8, ema_decay=0.9, train=TRAIN),
 }
+# The small-data GAN methods off by default: R1 takes a second-order gradient through D (which
+# DistributedDataParallel's wrapper would not average; our optimiser pre-hook does), DiffAugment draws
+# per-rank augmentations, TTUR gives D its own learning rate.
+DCGAN_METHODS = DCGANConfig(nz=8, ngf=8, ndf=8, ema_decay=0.9, diffaugment="color,translation,cutout",
+                            r1_gamma=1.0, d_lr_ratio=2.0, train=TRAIN)
+SYNC_RUNS = {**{family: (family, cfg) for family, cfg in CONFIGS.items()}, "dcgan_methods": ("dcgan", DCGAN_METHODS)}
 
 
 @pytest.mark.slow  # torchrun + a single-process run: ~40 s on the 2-core machine
@@ -73,23 +80,23 @@ def _train_rank(rank: int, world_size: int, store: str, out_dir: str) -> None:
     tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
         rt = setup_runtime(RuntimeConfig(device="cpu", precision="fp32", threads=1))
-        for family, cfg in CONFIGS.items():
+        for name, (family, cfg) in SYNC_RUNS.items():
             generator = seed_everything(11)
             model = rt.prepare(build(family, cfg, 16))
             fit(model, make_split(64), None, cfg.train, rt, generator, dist=Distributed(rank, world_size))
-            torch.save(model.state_dict(), f"{out_dir}/{family}-{rank}.pt")
+            torch.save(model.state_dict(), f"{out_dir}/{name}-{rank}.pt")
     finally:
         tdist.destroy_process_group()
 
 
-@pytest.mark.slow  # two spawned ranks x three families: ~30 s
+@pytest.mark.slow  # two spawned ranks x three families and the DCGAN's methods: ~40 s
 def test_every_family_stays_in_sync_across_ranks(tmp_path):
     mp.spawn(_train_rank, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    for family in CONFIGS:
-        r0 = torch.load(tmp_path / f"{family}-0.pt", weights_only=True)
-        r1 = torch.load(tmp_path / f"{family}-1.pt", weights_only=True)
+    for run in SYNC_RUNS:
+        r0 = torch.load(tmp_path / f"{run}-0.pt", weights_only=True)
+        r1 = torch.load(tmp_path / f"{run}-1.pt", weights_only=True)
         for name in r0:
-            assert torch.equal(r0[name], r1[name]), f"{family}: {name}"
+            assert torch.equal(r0[name], r1[name]), f"{run}: {name}"
 
 
 def test_global_batch_must_split_evenly_and_leave_each_rank_16_images():
