@@ -79,6 +79,11 @@ def _num(value: Any, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _amx(result: dict[str, Any]) -> bool:
+    """Whether a result's machine had AMX tiles (the CPU kind with its own repro budget)."""
+    return "amx_tile" in (_get(result, "machine", "cpu_flags") or ())
+
+
 def _check(ok: bool | None) -> str:
     return "—" if ok is None else ("yes" if ok else "**no**")
 
@@ -108,13 +113,13 @@ def _time_to_quality_rows(res: dict[str, Any]) -> list[str]:
     """One row per family and width setting of bench_time_to_quality: facegen's seconds to the notebook
     recipe's final validation quality, the notebook's seconds, their ratio against issue 28's target."""
     rows = []
-    # time_to_quality_dcgan: the DCGAN at the notebook's 64/64, run on its own (~1 h on 2 cores)
+    # time_to_quality_dcgan: the DCGAN at the notebook's 64/64, run on its own (~40 min on 2 cores)
     for name in ("time_to_quality", "time_to_quality_dcgan", "time_to_quality_default", "time_to_quality_avx2",
                  "time_to_quality_default_avx2"):
         run = res.get(name, {})
         precision = run.get("precision", "fp32")
         kernels = "; AVX2 kernels" if _get(run, "machine", "onednn_max_cpu_isa") else ""
-        if "amx_bf16" in (_get(run, "machine", "cpu_flags") or ()):
+        if _amx(run):
             kernels += "; AMX"
         target = TIME_TO_QUALITY_TARGET["bf16" if precision == "bf16" else "fp32"]
         for family in ("vae", "vqvae", "dcgan"):
@@ -183,7 +188,7 @@ def table(merged: dict[str, Any]) -> str:
         label = "`precision: fp32`" if name == "pipeline_fp32" else f"`precision: auto` = {precision}"
         if cap := _get(pipe, "machine", "onednn_max_cpu_isa"):
             label += f" on {cap} kernels"
-        amx = "amx_tile" in (_get(pipe, "machine", "cpu_flags") or ())
+        amx = _amx(pipe)
         budget = PIPELINE_MINUTES["amx" if amx and precision == "bf16" else precision]
         rows.append(f"| default `dvc repro` from scratch ({label}), minutes | {_num(minutes, 1)} | — | — | "
                     f"≤ {budget:.0f} | {_check(ok and minutes is not None and minutes <= budget)} |")
