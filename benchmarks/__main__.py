@@ -188,6 +188,8 @@ def table(merged: dict[str, Any]) -> str:
         label = "`precision: fp32`" if name == "pipeline_fp32" else f"`precision: auto` = {precision}"
         if cap := _get(pipe, "machine", "onednn_max_cpu_isa"):
             label += f" on {cap} kernels"
+        elif "avx512f" not in (_get(pipe, "machine", "cpu_flags") or ()):
+            label += " on an AVX2-only CPU"
         amx = _amx(pipe)
         budget = PIPELINE_MINUTES["amx" if amx and precision == "bf16" else precision]
         rows.append(f"| default `dvc repro` from scratch ({label}), minutes | {_num(minutes, 1)} | — | — | "

@@ -24,6 +24,9 @@ def test_pipeline_budget_depends_on_the_cpu_kind_and_precision():
     assert verdict(_pipeline(14.0, "bf16", amx=True), "pipeline_auto", "`precision: auto` = bf16") == ["≤ 12", "**no**"]
     assert verdict(_pipeline(14.0, "bf16"), "pipeline_auto", "`precision: auto` = bf16") == ["≤ 15", "yes"]
     assert verdict(_pipeline(14.0, "fp32"), "pipeline_auto", "`precision: auto` = fp32") == ["≤ 20", "yes"]
+    zen3 = _pipeline(29.5, "fp32")
+    zen3["machine"]["cpu_flags"] = ["avx2", "fma"]  # a real AVX2-only CPU says so, as a capped run does
+    assert verdict(zen3, "pipeline_auto", "`precision: auto` = fp32 on an AVX2-only CPU") == ["≤ 20", "**no**"]
     # forced fp32 is an fp32 run, even on an AMX machine
     assert verdict(_pipeline(14.0, "bf16", amx=True), "pipeline_fp32", "`precision: fp32`") == ["≤ 20", "yes"]
     failed = _pipeline(9.0, "bf16", returncode=1)

@@ -572,17 +572,20 @@ def _file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def dvc_hash(folder: Path, lockfile: Path = LOCKFILE) -> tuple[str, str]:
+def dvc_hash(folder: Path, lockfile: Path = LOCKFILE, written: bool = False) -> tuple[str, str]:
     """DVC's hash of an output folder (``<md5>.dir``) and where it came from: ``"dvc.lock"`` or ``"computed"``.
 
-    The lock is read first (free). Before the first ``dvc repro`` has recorded the folder (a stage run
-    by hand in a fresh clone, or ``prepare`` logging the folder it has just written), or when the folder
-    no longer matches the lock, the hash is computed as DVC computes a directory's: the md5 of the
+    The lock is read first (free), unless ``written``: the caller has just written the folder, so
+    the lock describes the previous output, which may have had the same files and sizes but other
+    bytes (the embedded faces rendered on another CPU kind: NumPy's SIMD float32 functions differ in
+    the last bit between AVX2 and AVX-512). Then, before the first ``dvc repro`` has recorded the
+    folder (a stage run by hand in a fresh clone), or when the folder no longer matches the lock, the
+    hash is computed as DVC computes a directory's: the md5 of the
     JSON list of ``{"md5": <file md5>, "relpath": <posix path>}`` sorted by path, plus ``.dir``
     (dvc-data's ``Tree.digest``), so it equals what ``dvc commit`` will record (``tests/test_lineage.py``
     checks it against DVC). That reads every file once: seconds for CelebA's arrays.
     """
-    locked = _locked_hash(folder, lockfile)
+    locked = None if written else _locked_hash(folder, lockfile)
     if locked is not None:
         return locked, "dvc.lock"
     entries = [{"md5": _file_md5(f), "relpath": f.relative_to(folder).as_posix()} for f in _files(folder)]
@@ -629,7 +632,7 @@ def _dvc_source_class() -> type:
 def _log_dataset(mlflow: Any, folder: Path, config: Mapping[str, Any], context: str) -> None:
     from mlflow.data.meta_dataset import MetaDataset
 
-    digest, origin = dvc_hash(folder)
+    digest, origin = dvc_hash(folder, written=context == "output")
     source = _dvc_source_class()(folder.as_posix(), json.loads(json.dumps(dict(config), default=str)))
     mlflow.log_input(MetaDataset(source, name=folder.name, digest=digest), context=context,
                      tags={"dvc_hash_from": origin})
