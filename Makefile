@@ -21,7 +21,7 @@ run: install
 
 # Two pytest-xdist workers, a test file per worker (--dist loadfile: a module-scoped fixture is built
 # once). On a 2-core AMD Zen 3 (AVX2 only), where `make test` took 42.2 min, they cut the unit suite
-# from 195 s to 148 s and the end-to-end one from 341 s to 283 s.
+# from 195 s to 148-153 s and the end-to-end one from 341 s to 274 s (test_pipeline alone 14 s).
 XDIST := -n 2 --dist loadfile
 unit: install
 	$(BIN)/pytest -q -m "not slow" $(XDIST)
