@@ -79,9 +79,9 @@ def _num(value: Any, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def _amx(result: dict[str, Any]) -> bool:
-    """Whether a result's machine had AMX tiles (the CPU kind with its own repro budget)."""
-    return "amx_tile" in (_get(result, "machine", "cpu_flags") or ())
+def _has_flag(result: dict[str, Any], flag: str) -> bool:
+    """Whether a result's machine had this CPU flag (``amx_tile``: the CPU kind with its own repro budget)."""
+    return flag in (_get(result, "machine", "cpu_flags") or ())
 
 
 def _check(ok: bool | None) -> str:
@@ -119,7 +119,7 @@ def _time_to_quality_rows(res: dict[str, Any]) -> list[str]:
         run = res.get(name, {})
         precision = run.get("precision", "fp32")
         kernels = "; AVX2 kernels" if _get(run, "machine", "onednn_max_cpu_isa") else ""
-        if _amx(run):
+        if _has_flag(run, "amx_tile"):
             kernels += "; AMX"
         target = TIME_TO_QUALITY_TARGET["bf16" if precision == "bf16" else "fp32"]
         for family in ("vae", "vqvae", "dcgan"):
@@ -188,10 +188,9 @@ def table(merged: dict[str, Any]) -> str:
         label = "`precision: fp32`" if name == "pipeline_fp32" else f"`precision: auto` = {precision}"
         if cap := _get(pipe, "machine", "onednn_max_cpu_isa"):
             label += f" on {cap} kernels"
-        elif "avx512f" not in (_get(pipe, "machine", "cpu_flags") or ()):
+        elif not _has_flag(pipe, "avx512f"):
             label += " on an AVX2-only CPU"
-        amx = _amx(pipe)
-        budget = PIPELINE_MINUTES["amx" if amx and precision == "bf16" else precision]
+        budget = PIPELINE_MINUTES["amx" if _has_flag(pipe, "amx_tile") and precision == "bf16" else precision]
         rows.append(f"| default `dvc repro` from scratch ({label}), minutes | {_num(minutes, 1)} | — | — | "
                     f"≤ {budget:.0f} | {_check(ok and minutes is not None and minutes <= budget)} |")
         rows.append(f"| default `dvc repro` ({label}), peak RSS of the process tree, GB | {rss_gb:.2f} | — | — | "

@@ -181,9 +181,10 @@ class Tracker:
 
         The dataset is named after the folder, its digest is the folder's DVC hash (:func:`dvc_hash`:
         from ``dvc.lock`` when the lock records this folder as it is on disk, else computed the way
-        DVC computes it) and its source is ``{"path": ..., "config": config}`` (source type ``dvc``),
-        so runs on the same data share one dataset in the MLflow UI and ``datasets.digest = '<hash>'``
-        finds them. ``context``: ``training``, ``evaluation``, or ``output`` for the stage that writes it.
+        DVC computes it; always computed for ``output``, whose lock entry is the previous run's) and
+        its source is ``{"path": ..., "config": config}`` (source type ``dvc``), so runs on the same
+        data share one dataset in the MLflow UI and ``datasets.digest = '<hash>'`` finds them.
+        ``context``: ``training``, ``evaluation``, or ``output`` for the stage that writes it.
         """
         if self._mlflow is not None:
             self._call("log_input", _log_dataset, self._mlflow, path, config, context)
@@ -577,8 +578,8 @@ def dvc_hash(folder: Path, lockfile: Path = LOCKFILE, written: bool = False) -> 
 
     The lock is read first (free), unless ``written``: the caller has just written the folder, so
     the lock describes the previous output, which may have had the same files and sizes but other
-    bytes (the embedded faces rendered on another CPU kind: NumPy's SIMD float32 functions differ in
-    the last bit between AVX2 and AVX-512). Then, before the first ``dvc repro`` has recorded the
+    bytes (the embedded faces prepared on an AVX2-only CPU against a lock written on an AVX-512 one).
+    Then, before the first ``dvc repro`` has recorded the
     folder (a stage run by hand in a fresh clone), or when the folder no longer matches the lock, the
     hash is computed as DVC computes a directory's: the md5 of the
     JSON list of ``{"md5": <file md5>, "relpath": <posix path>}`` sorted by path, plus ``.dir``
